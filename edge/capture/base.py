@@ -1,0 +1,127 @@
+"""The Source protocol, the Frame value, and latest-frame hand-over from a capture thread.
+
+A capture thread reads the source as fast as it delivers and leaves only the newest frame in a
+:class:`FrameSlot`: a slow model never works through a stale backlog, and every frame it did not
+take is counted as dropped. Sources that are not live (a file read as fast as possible) hand over
+in lock-step instead, so every frame is processed and none is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("BGR", "RGB", "YUV420")
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    image: np.ndarray     # HxWx3 uint8 for BGR/RGB; (H*3/2)xW uint8 (I420) for YUV420
+    index: int            # sequence number at the source, from 0
+    timestamp: float      # wall-clock time of capture (time.time())
+    captured_ns: int      # time.monotonic_ns() at capture, for latency and frame age
+    format: str = "BGR"   # colour order in memory
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the picture."""
+        h, w = self.image.shape[:2]
+        return (w, h * 2 // 3) if self.format == "YUV420" else (w, h)
+
+
+class Source(Protocol):
+    """A frame source. ``read`` blocks until the next frame; ``None`` means the stream ended."""
+
+    name: str
+    live: bool           # True: frames keep coming whether or not they are consumed (drop old ones)
+
+    def open(self) -> None: ...
+
+    def read(self) -> Frame | None: ...
+
+    def close(self) -> None: ...
+
+
+class _EndOfStream:
+    pass
+
+
+END = _EndOfStream()
+
+
+class FrameSlot:
+    """Holds the newest frame; a frame replaced before it was taken counts as dropped."""
+
+    def __init__(self, lockstep: bool = False):
+        self._cond = threading.Condition()
+        self._frame: Frame | None = None
+        self._ended = False
+        self._error: BaseException | None = None
+        self.lockstep = lockstep
+        self.captured = 0
+        self.dropped = 0
+
+    def put(self, frame: Frame, stop: threading.Event | None = None) -> None:
+        with self._cond:
+            if self.lockstep:
+                while self._frame is not None and not (stop and stop.is_set()) and not self._ended:
+                    self._cond.wait(0.1)
+            if self._frame is not None:
+                self.dropped += 1
+            self._frame = frame
+            self.captured += 1
+            self._cond.notify_all()
+
+    def end(self, error: BaseException | None = None) -> None:
+        with self._cond:
+            self._ended = True
+            self._error = error
+            self._cond.notify_all()
+
+    def get(self, timeout: float) -> Frame | _EndOfStream | None:
+        """The newest frame, :data:`END` once the source ended and was drained, or None on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._frame is None:
+                if self._ended:
+                    if self._error is not None:
+                        raise self._error
+                    return END
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+            frame, self._frame = self._frame, None
+            self._cond.notify_all()
+            return frame
+
+
+class CaptureThread(threading.Thread):
+    """Reads ``source`` into ``slot`` until the source ends or ``stop`` is set."""
+
+    def __init__(self, source: Source, slot: FrameSlot, stop: threading.Event):
+        super().__init__(name=f"capture:{source.name}", daemon=True)
+        self.source = source
+        self.slot = slot
+        self.stop = stop
+
+    def run(self) -> None:
+        error = None
+        try:
+            while not self.stop.is_set():
+                frame = self.source.read()
+                if frame is None:
+                    log.info("source %s ended", self.source.name)
+                    break
+                self.slot.put(frame, self.stop)
+        except Exception as exc:  # handed to the consumer thread, which re-raises it
+            error = exc
+        finally:
+            self.slot.end(error)

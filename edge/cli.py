@@ -1,0 +1,189 @@
+"""``edge``: the device-side command line. Thin: parse, build the config, call.
+
+Errors the user can act on (:class:`~edge.errors.EdgeError`) print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from typing import Callable
+
+from edge import __version__, config as configuration
+from edge.errors import EdgeError
+
+log = logging.getLogger("edge")
+
+# flag dest -> (section, key); flags left unset do not override the config file
+RUN_FLAGS = {
+    "model": ("model", "path"), "manifest": ("model", "manifest"), "labels": ("model", "labels"),
+    "device": ("model", "device"), "threads": ("model", "threads"), "runtime": ("model", "runtime"),
+    "allow_float": ("model", "allow_float"),
+    "source": ("source", "uri"), "realtime": ("source", "realtime"), "loop": ("source", "loop"),
+    "width": ("source", "width"), "height": ("source", "height"), "fps": ("source", "fps"),
+    "score_threshold": ("detect", "score_threshold"), "max_detections": ("detect", "max_detections"),
+    "classes": ("detect", "classes"),
+    "jsonl": ("output", "jsonl"), "live": ("output", "live"), "max_frames": ("output", "max_frames"),
+}
+
+
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", "-m", help="a .tflite file or a model directory (default: the embedded "
+                                         "SSDLite person detector)")
+    g.add_argument("--manifest", help="manifest JSON for the model (default: found next to it)")
+    g.add_argument("--labels", help="labels file (overrides the manifest)")
+    g.add_argument("--device", "-d", help="auto | cpu | edgetpu[:usb|:pci][:N] (default auto)")
+    g.add_argument("--threads", type=int, help="CPU threads for the interpreter (default: one per core)")
+    g.add_argument("--runtime", help="auto | ai-edge-litert | tflite-runtime | tensorflow")
+    g.add_argument("--allow-float", action="store_const", const=True, dest="allow_float",
+                   help="accept a model that is not full-integer int8")
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", help="TOML configuration file (flags override it)")
+    _add_model_flags(p)
+    g = p.add_argument_group("source")
+    g.add_argument("--source", "-s", help="sample | video file | image folder | camera index or /dev/videoN | "
+                                          "rtsp:// or http:// URL | picamera2 (default: sample)")
+    g.add_argument("--as-fast-as-possible", action="store_const", const=False, dest="realtime",
+                   help="read video files as fast as the model consumes them, every frame")
+    g.add_argument("--loop", action="store_const", const=True, help="restart files at their end")
+    g.add_argument("--width", type=int, help="requested camera width")
+    g.add_argument("--height", type=int, help="requested camera height")
+    g.add_argument("--fps", type=float, help="requested camera frame rate")
+    g = p.add_argument_group("detection")
+    g.add_argument("--score-threshold", type=float, help="minimum score (default 0.5)")
+    g.add_argument("--max-detections", type=int, help="at most this many detections per frame")
+    g.add_argument("--classes", help="comma-separated labels to keep, e.g. person,car")
+    g = p.add_argument_group("output")
+    g.add_argument("--jsonl", help="detection events file (default detections.jsonl; '' for none)")
+    g.add_argument("--live", help="live status line: auto | on | off")
+    g.add_argument("--max-frames", type=int, help="stop after this many frames")
+
+
+def config_from_args(args: argparse.Namespace) -> configuration.Config:
+    overrides: dict[str, dict] = {}
+    for dest, (section, key) in RUN_FLAGS.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            overrides.setdefault(section, {})[key] = value
+    return configuration.load(getattr(args, "config", None), overrides)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge.app import assemble
+
+    config = config_from_args(args)
+    assembly = assemble(config)
+    pipeline = assembly.pipeline
+    log.info("source %s, model %s, %s", pipeline.source.name, assembly.loaded.model.path.name,
+             assembly.loaded.reason)
+    if config.output.jsonl:
+        log.info("writing detection events to %s", config.output.jsonl)
+
+    def _stop(signum, _frame):
+        log.info("%s received: finishing frames in flight", signal.Signals(signum).name)
+        pipeline.stop()
+
+    previous = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        summary = pipeline.run()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    snap = assembly.stats.snapshot()
+    inv = snap.latency["invoke"]
+    seen = ", ".join(f"{label} ×{n}" for label, n in sorted(snap.detections.items())) or "nothing"
+    log.info("%d frames in %.1f s (%.1f fps), %d dropped; invoke p50 %.1f ms p95 %.1f ms; detected %s",
+             summary.frames, summary.seconds, summary.frames / summary.seconds if summary.seconds else 0.0,
+             summary.dropped, inv[50] * 1e3, inv[95] * 1e3, seen)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from edge.runtime import edgetpu, loader
+    from edge.runtime.interpreter import probe_runtimes
+    from edge.runtime.model import read_model
+    from edge.vision.decode import identify_layout
+
+    print(f"edge {__version__}, Python {sys.version.split()[0]}")
+    print("TFLite runtimes (tried in this order):")
+    chosen = None
+    for probe in probe_runtimes():
+        if probe.error is None and chosen is None:
+            chosen = probe.name
+            print(f"  * {probe.name} {probe.version}: loaded (this one is used)")
+        elif probe.error is None:
+            print(f"    {probe.name} {probe.version}: available, not used ({chosen} comes first)")
+        else:
+            print(f"    {probe.name}{' ' + probe.version if probe.version else ''}: {probe.error}")
+    devices = edgetpu.enumerate_devices()
+    print("Edge TPU devices: " + (", ".join(map(str, devices)) if devices else "none found"))
+    cfg = config_from_args(args).model
+    models = loader.resolve(cfg)
+    manifest = models.manifest
+    print(f"manifest: {manifest.path or '(none: inferred from the model)'}")
+    for role, path in manifest.models.items():
+        print(f"  {role}: {path}")
+    info = read_model(models.requested)
+    print("\n".join(info.summary()))
+    print(f"  output layout: {identify_layout(info, manifest)}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    for key, default, help_text in configuration.describe():
+        print(f"{key} = {default!r}\n    {help_text}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", "-v", action="count", default=0, help="more logging (-vv: debug)")
+    parser = argparse.ArgumentParser(prog="edge", parents=[common],
+                                     description="Edge TPU / CPU object detection on the device. "
+                                                 "`edge` alone is `edge run`.")
+    parser.add_argument("--version", action="version", version=f"edge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser("run", parents=[common], help="run live detection (the default command)")
+    _add_run_flags(run)
+    run.set_defaults(func=cmd_run)
+    info = sub.add_parser("info", parents=[common], help="runtimes, Edge TPUs, and what a model is")
+    info.add_argument("--config", "-c", help="TOML configuration file")
+    _add_model_flags(info)
+    info.set_defaults(func=cmd_info)
+    cfg = sub.add_parser("config", parents=[common], help="every configuration key, its default and meaning")
+    cfg.set_defaults(func=cmd_config)
+    parser.commands = tuple(sub.choices)
+    return parser
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = logging.DEBUG if verbosity > 1 else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    if verbosity == 0:
+        logging.getLogger("edge.runtime").setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = set(parser.commands)
+    if not any(a in commands or a in ("-h", "--help", "--version") for a in argv):
+        argv.insert(0, "run")  # `edge` alone runs detection on the embedded default
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except EdgeError as exc:
+        print(f"edge: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""Typed configuration: one frozen dataclass per part, loaded from TOML and command-line flags.
+
+Every field carries a description (``edge config --describe`` prints them). Values are validated
+once, at start-up: unknown keys are errors, and every message quotes the bad value and what was
+expected. Command-line flags are applied as overrides through the same validation as the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge.errors import ConfigError
+
+
+def setting(default: Any, help: str, *, choices: tuple | None = None, minimum: float | None = None,
+            maximum: float | None = None) -> Any:
+    """A configuration field with its description and constraints."""
+    meta = {"help": help, "choices": choices, "minimum": minimum, "maximum": maximum}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    path: str = setting("", "A .tflite file, or a directory holding manifest.json; empty: the embedded "
+                            "default person detector.")
+    manifest: str = setting("", "Manifest (JSON) describing the model; empty: <model>.json or the "
+                                "manifest.json of the model's directory when present.")
+    labels: str = setting("", "Labels file (one per line, or 'id label' pairs); overrides the manifest.")
+    device: str = setting("auto", "auto | cpu | edgetpu[:usb|:pci][:N]. auto uses an Edge TPU when one is "
+                                  "present and the model is compiled for it, else the CPU (XNNPACK).")
+    threads: int = setting(0, "CPU threads for the interpreter; 0: one per core.", minimum=0, maximum=64)
+    runtime: str = setting("auto", "TFLite runtime to load; auto tries them in order.",
+                           choices=("auto", "ai-edge-litert", "tflite-runtime", "tensorflow"))
+    allow_float: bool = setting(False, "Accept a model that is not full-integer int8 (slow on a Pi, "
+                                       "impossible on the Edge TPU).")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    uri: str = setting("sample", "sample (the embedded street clip) | a video file | an image folder | a "
+                                 "camera index or /dev/videoN | rtsp://, http:// URL | picamera2[:N].")
+    realtime: bool = setting(True, "Pace video files at their frame rate, dropping frames the model cannot "
+                                   "keep up with, like a camera; false: every frame, as fast as possible.")
+    loop: bool = setting(False, "Restart video files and image folders at their end.")
+    width: int = setting(0, "Requested capture width (cameras); 0: the device default.", minimum=0)
+    height: int = setting(0, "Requested capture height (cameras); 0: the device default.", minimum=0)
+    fps: float = setting(0.0, "Requested capture frame rate (cameras); 0: the device default.", minimum=0)
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    score_threshold: float = setting(0.5, "Detections below this score are dropped.", minimum=0.0,
+                                     maximum=1.0)
+    iou_threshold: float = setting(0.5, "IoU above which NMS suppresses the lower-scored box (decoders "
+                                        "that run NMS themselves).", minimum=0.0, maximum=1.0)
+    max_detections: int = setting(0, "At most this many detections per frame; 0: the model's own limit.",
+                                  minimum=0)
+    classes: list = setting([], "Keep only these labels; empty: all.")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    jsonl: str = setting("detections.jsonl", "JSONL file of detection events (one line per frame with "
+                                             "detections); empty: none.")
+    live: str = setting("auto", "Live status line: auto (on a terminal) | on | off.",
+                        choices=("auto", "on", "off"))
+    max_frames: int = setting(0, "Stop after this many inferred frames; 0: until the source ends.",
+                              minimum=0)
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    source: SourceConfig = field(default_factory=SourceConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+
+def _check_value(section: str, f: dataclasses.Field, hint: Any, value: Any) -> Any:
+    where = f"{section}.{f.name}"
+    origin = typing.get_origin(hint) or hint
+    if origin is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} = {value!r} is not a boolean", "use true or false")
+    elif origin is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} = {value!r} is not an integer")
+    elif origin is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} = {value!r} is not a number")
+        value = float(value)
+    elif origin is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} = {value!r} is not a string")
+    elif origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where} = {value!r} is not a list of strings")
+    meta = f.metadata
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ConfigError(f"{where} = {value!r} is not one of {', '.join(meta['choices'])}")
+    if meta.get("minimum") is not None and value < meta["minimum"]:
+        raise ConfigError(f"{where} = {value!r} is below the minimum {meta['minimum']}")
+    if meta.get("maximum") is not None and value > meta["maximum"]:
+        raise ConfigError(f"{where} = {value!r} is above the maximum {meta['maximum']}")
+    return value
+
+
+def _build_section(cls: type, section: str, table: dict, base: Any) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{section}] must be a table, got {table!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown key {section}.{unknown[0]}", f"valid keys: {', '.join(fields)}")
+    values = {name: _check_value(section, fields[name], hints[name], v) for name, v in table.items()}
+    return dataclasses.replace(base, **values)
+
+
+def merge(config: Config, tables: dict[str, dict]) -> Config:
+    """Return ``config`` with ``tables`` ({section: {key: value}}) applied and validated."""
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    unknown = sorted(set(tables) - set(sections))
+    if unknown:
+        raise ConfigError(f"unknown section [{unknown[0]}]", f"valid sections: {', '.join(sections)}")
+    replaced = {}
+    for name, table in tables.items():
+        cls = typing.get_type_hints(Config)[name]
+        replaced[name] = _build_section(cls, name, table, getattr(config, name))
+    return dataclasses.replace(config, **replaced)
+
+
+def load(path: str | Path | None = None, overrides: dict[str, dict] | None = None) -> Config:
+    """Load the TOML file at ``path`` (if any), then apply ``overrides`` (from flags)."""
+    config = Config()
+    if path:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from None
+        try:
+            tables = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+        config = merge(config, tables)
+    if overrides:
+        config = merge(config, {k: v for k, v in overrides.items() if v})
+    return config
+
+
+def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(key, default, description) for every setting, for documentation and ``edge config``."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(f.type) or f.name in typing.get_type_hints(Config) and cls is Config:
+            rows += describe(typing.get_type_hints(cls)[f.name], f"{prefix}{f.name}.")
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        rows.append((prefix + f.name, default, f.metadata.get("help", "")))
+    return rows

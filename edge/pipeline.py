@@ -1,0 +1,186 @@
+"""The frame loop: capture thread → preprocess + invoke → decode + publish thread.
+
+Three threads overlap the stages: the capture thread keeps only the newest frame (latest-frame
+semantics, see :mod:`edge.capture.base`); the inference thread (the caller's) preprocesses
+straight into the input tensor and invokes; the post thread decodes, maps boxes to frame pixels
+and hands results to the sinks. The inference thread never waits for publishing unless the post
+queue is full (bounded, so memory is too). Every stage is timed with ``time.monotonic_ns``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import numpy as np
+
+from edge.capture.base import END, CaptureThread, Frame, FrameSlot, Source
+from edge.runtime.backend import Backend
+from edge.telemetry.stats import PipelineStats
+from edge.vision.decode import Decoder, Detection, FinishParams, finish
+from edge.vision.preprocess import Preprocessor, Transform
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Timings:
+    """time.monotonic_ns() marks of one frame through the pipeline."""
+
+    captured: int
+    taken: int          # inference thread took the frame; preprocessing starts
+    invoke_start: int
+    invoke_end: int
+    decoded: int
+    published: int = 0
+
+    def stages(self) -> dict[str, float]:
+        """Seconds per stage, as recorded in histograms."""
+        return {"frame_age": (self.taken - self.captured) / 1e9,
+                "preprocess": (self.invoke_start - self.taken) / 1e9,
+                "invoke": (self.invoke_end - self.invoke_start) / 1e9,
+                "postprocess": (self.decoded - self.invoke_end) / 1e9,
+                "publish": (self.published - self.decoded) / 1e9,
+                "end_to_end": (self.published - self.captured) / 1e9}
+
+
+@dataclass(frozen=True, slots=True)
+class FrameResult:
+    frame: Frame
+    detections: tuple[Detection, ...]
+    timings: Timings
+    backend: str
+
+
+class Sink(Protocol):
+    """Receives every processed frame, in order, on the post-processing thread."""
+
+    def publish(self, result: FrameResult) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Work:
+    frame: Frame
+    transform: Transform
+    outputs: tuple[np.ndarray, ...]
+    taken: int
+    invoke_start: int
+    invoke_end: int
+
+
+@dataclass(frozen=True)
+class Summary:
+    frames: int
+    seconds: float
+    captured: int
+    dropped: int
+    stopped_early: bool
+
+
+class Pipeline:
+    """Runs one source through one backend until the source ends, ``max_frames``, or :meth:`stop`.
+
+    The source must already be open (so that a bad source fails before a slow model load);
+    :meth:`run` closes it, and the sinks, when it ends.
+    """
+
+    def __init__(self, source: Source, backend: Backend, preprocessor: Preprocessor, decoder: Decoder,
+                 finish_params: FinishParams, sinks: list[Sink], stats: PipelineStats | None = None,
+                 *, max_frames: int = 0, post_queue: int = 4):
+        self.source = source
+        self.backend = backend
+        self.preprocessor = preprocessor
+        self.decoder = decoder
+        self.finish_params = finish_params
+        self.sinks = sinks
+        self.stats = stats or PipelineStats()
+        self.stats.backend = backend.name
+        self.max_frames = max_frames
+        self.last_progress = time.monotonic()     # heartbeat: a frame was published
+        self.on_published: list[Callable[[FrameResult], None]] = []
+        self._stop = threading.Event()
+        self._queue: queue.Queue[_Work | None] = queue.Queue(maxsize=post_queue)
+        self._post_error: BaseException | None = None
+
+    def stop(self) -> None:
+        """Ask the loop to finish: frames in flight are still decoded and published."""
+        self._stop.set()
+
+    def _post_loop(self) -> None:
+        try:
+            while True:
+                work = self._queue.get()
+                if work is None:
+                    return
+                self._publish(work)
+        except BaseException as exc:  # handed to the inference thread, which re-raises it
+            self._post_error = exc
+            self._stop.set()
+            while self._queue.get() is not None:  # unblock the producer until it sends the end mark
+                pass
+
+    def _publish(self, work: _Work) -> None:
+        raw = self.decoder(work.outputs)
+        detections = finish(raw, work.transform, self.finish_params)
+        decoded = time.monotonic_ns()
+        timings = Timings(work.frame.captured_ns, work.taken, work.invoke_start, work.invoke_end, decoded)
+        result = FrameResult(work.frame, detections, timings, self.backend.name)
+        for sink in self.sinks:
+            sink.publish(result)
+        timings = dataclasses.replace(timings, published=time.monotonic_ns())
+        self.stats.published_frame(timings.stages(), [d.label for d in detections])
+        self.last_progress = time.monotonic()
+        for callback in self.on_published:
+            callback(result)
+
+    def _infer(self, frame: Frame) -> _Work:
+        taken = time.monotonic_ns()
+        view = self.backend.input_view()
+        transform = self.preprocessor(frame, view)
+        del view  # the interpreter refuses to invoke while a view of its buffers is alive
+        invoke_start = time.monotonic_ns()
+        self.backend.invoke()
+        invoke_end = time.monotonic_ns()
+        return _Work(frame, transform, self.backend.outputs(), taken, invoke_start, invoke_end)
+
+    def run(self) -> Summary:
+        slot = FrameSlot(lockstep=not self.source.live)
+        capture = CaptureThread(self.source, slot, self._stop)
+        post = threading.Thread(target=self._post_loop, name="postprocess", daemon=True)
+        started = time.monotonic()
+        frames = 0
+        capture.start()
+        post.start()
+        try:
+            while not self._stop.is_set():
+                frame = slot.get(timeout=0.25)
+                self.stats.capture_counts(slot.captured, slot.dropped)
+                if frame is None:
+                    continue
+                if frame is END:
+                    break
+                self._queue.put(self._infer(frame))
+                self.stats.inferred_frame()
+                frames += 1
+                if self.max_frames and frames >= self.max_frames:
+                    break
+        finally:
+            stopped_early = self._stop.is_set()
+            self._stop.set()
+            self._queue.put(None)
+            post.join()
+            capture.join(timeout=5.0)
+            self.source.close()
+            for sink in self.sinks:
+                sink.close()
+        if self._post_error is not None:
+            raise self._post_error
+        self.stats.capture_counts(slot.captured, slot.dropped)
+        return Summary(frames, time.monotonic() - started, slot.captured, slot.dropped, stopped_early)

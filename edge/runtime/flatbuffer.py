@@ -1,0 +1,110 @@
+"""A minimal, read-only FlatBuffers reader: enough to walk a .tflite file without any runtime.
+
+Reading the model directly (rather than through an Interpreter) lets ``edge`` inspect models that
+no interpreter here can load, such as ``_edgetpu`` models on a machine without libedgetpu, and
+works the same under every runtime of the chain. Layout reference: flatbuffers.dev/internals.
+"""
+
+from __future__ import annotations
+
+import struct
+
+
+class FlatBufferError(ValueError):
+    """The bytes are not a well-formed flatbuffer (truncated or corrupt)."""
+
+
+class Table:
+    """A flatbuffer table at ``pos`` in ``buf``; fields are addressed by their schema index."""
+
+    __slots__ = ("buf", "pos", "_vtable", "_vtable_size")
+
+    def __init__(self, buf: bytes | memoryview, pos: int):
+        self.buf = buf
+        self.pos = pos
+        self._vtable = pos - _unpack("<i", buf, pos)
+        self._vtable_size = _unpack("<H", buf, self._vtable)
+
+    def _field(self, index: int) -> int:
+        """Absolute offset of field ``index``, or 0 when absent."""
+        entry = 4 + 2 * index
+        if entry >= self._vtable_size:
+            return 0
+        rel = _unpack("<H", self.buf, self._vtable + entry)
+        return self.pos + rel if rel else 0
+
+    def scalar(self, index: int, fmt: str, default: int | float = 0) -> int | float:
+        at = self._field(index)
+        return _unpack("<" + fmt, self.buf, at) if at else default
+
+    def _indirect(self, at: int) -> int:
+        return at + _unpack("<I", self.buf, at)
+
+    def string(self, index: int) -> str | None:
+        at = self._field(index)
+        if not at:
+            return None
+        start = self._indirect(at)
+        length = _unpack("<I", self.buf, start)
+        _check(self.buf, start + 4, length)
+        return bytes(self.buf[start + 4:start + 4 + length]).decode("utf-8", "replace")
+
+    def table(self, index: int) -> Table | None:
+        at = self._field(index)
+        return Table(self.buf, self._indirect(at)) if at else None
+
+    def _vector(self, index: int) -> tuple[int, int]:
+        at = self._field(index)
+        if not at:
+            return 0, 0
+        start = self._indirect(at)
+        return start + 4, _unpack("<I", self.buf, start)
+
+    def tables(self, index: int) -> list[Table]:
+        start, n = self._vector(index)
+        _check(self.buf, start, 4 * n)
+        return [Table(self.buf, start + 4 * i + _unpack("<I", self.buf, start + 4 * i)) for i in range(n)]
+
+    def scalars(self, index: int, fmt: str) -> tuple:
+        start, n = self._vector(index)
+        if not n:
+            return ()
+        size = struct.calcsize(fmt)
+        _check(self.buf, start, size * n)
+        return struct.unpack_from(f"<{n}{fmt}", self.buf, start)
+
+    def strings(self, index: int) -> list[str]:
+        start, n = self._vector(index)
+        out = []
+        for i in range(n):
+            s = start + 4 * i + _unpack("<I", self.buf, start + 4 * i)
+            length = _unpack("<I", self.buf, s)
+            _check(self.buf, s + 4, length)
+            out.append(bytes(self.buf[s + 4:s + 4 + length]).decode("utf-8", "replace"))
+        return out
+
+    def vector_bytes(self, index: int) -> bytes:
+        start, n = self._vector(index)
+        _check(self.buf, start, n)
+        return bytes(self.buf[start:start + n])
+
+
+def _check(buf: bytes | memoryview, start: int, size: int) -> None:
+    if start < 0 or start + size > len(buf):
+        raise FlatBufferError(f"offset {start}+{size} outside the {len(buf)}-byte buffer")
+
+
+def _unpack(fmt: str, buf: bytes | memoryview, at: int):
+    try:
+        return struct.unpack_from(fmt, buf, at)[0]
+    except struct.error as exc:
+        raise FlatBufferError(f"cannot read {fmt} at offset {at}: {exc}") from None
+
+
+def root(buf: bytes | memoryview, identifier: bytes | None = None) -> Table:
+    """The root table; checks the 4-byte file identifier when one is given."""
+    if len(buf) < 8:
+        raise FlatBufferError(f"{len(buf)} bytes is too short for a flatbuffer")
+    if identifier is not None and bytes(buf[4:8]) != identifier:
+        raise FlatBufferError(f"file identifier {bytes(buf[4:8])!r}, expected {identifier!r}")
+    return Table(buf, _unpack("<I", buf, 0))

@@ -1,0 +1,134 @@
+"""The TFLite runtime chain: ai-edge-litert, then tflite-runtime, then tensorflow.lite.
+
+LiteRT (``ai-edge-litert``) is the maintained successor of ``tflite-runtime`` and works with
+numpy 2; ``tflite-runtime`` is frozen at 2.14 (numpy<2, Python <= 3.11); full TensorFlow is the
+last resort. :func:`load_runtime` returns the first that imports, logs why the earlier ones did
+not, and :func:`probe_runtimes` reports every candidate for ``edge info``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.metadata
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from edge.errors import ConfigError, RuntimeChainError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str          # distribution name on PyPI
+    module: str        # module that holds Interpreter and load_delegate
+    dist: str          # distribution whose version is reported
+
+
+CANDIDATES = (
+    Candidate("ai-edge-litert", "ai_edge_litert.interpreter", "ai-edge-litert"),
+    Candidate("tflite-runtime", "tflite_runtime.interpreter", "tflite-runtime"),
+    Candidate("tensorflow", "tensorflow.lite", "tensorflow"),
+)
+NAMES = tuple(c.name for c in CANDIDATES)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """A loaded TFLite runtime: its Interpreter class and delegate loader."""
+
+    name: str
+    version: str
+    Interpreter: type
+    load_delegate: Callable[..., Any]
+    OpResolverType: Any  # enum with BUILTIN_WITHOUT_DEFAULT_DELEGATES (XNNPACK off), or None
+
+    def make_interpreter(self, model_path: str, *, num_threads: int | None = None,
+                         delegates: list | None = None, xnnpack: bool = True) -> Any:
+        kwargs: dict[str, Any] = {"model_path": model_path, "num_threads": num_threads}
+        if delegates:
+            kwargs["experimental_delegates"] = delegates
+        if not xnnpack:
+            if self.OpResolverType is None:
+                raise ConfigError(f"runtime {self.name} {self.version} cannot disable XNNPACK")
+            kwargs["experimental_op_resolver_type"] = self.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        return self.Interpreter(**kwargs)
+
+
+@dataclass(frozen=True)
+class Probe:
+    name: str
+    version: str | None
+    error: str | None   # why it did not load; None when it did
+
+
+def _dist_version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _import(candidate: Candidate) -> Runtime:
+    """Import one candidate; raises ImportError (or the runtime's own load error)."""
+    module = importlib.import_module(candidate.module)
+    if candidate.name == "tensorflow":
+        interpreter_cls = module.Interpreter
+        load_delegate = module.experimental.load_delegate
+        resolver = getattr(module.experimental, "OpResolverType", None)
+    else:
+        interpreter_cls = module.Interpreter
+        load_delegate = module.load_delegate
+        resolver = getattr(module, "OpResolverType", None)
+    version = _dist_version(candidate.dist)
+    if candidate.name == "tensorflow":
+        version = version or _dist_version("tensorflow-cpu") or getattr(module, "__version__", "?")
+    return Runtime(candidate.name, version or "?", interpreter_cls, load_delegate, resolver)
+
+
+def _describe_failure(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, ModuleNotFoundError):
+        return "not installed"
+    # tflite-runtime 2.14 is built against numpy 1.x and fails to import under numpy 2.
+    if "numpy" in text.lower() and ("_ARRAY_API" in text or "multiarray" in text or "compiled using NumPy 1" in text):
+        return f"built for numpy 1.x, incompatible with the installed numpy ({text})"
+    return f"{type(exc).__name__}: {text}"
+
+
+def probe_runtimes() -> list[Probe]:
+    """Try to import every candidate; report what loaded and why the others did not."""
+    probes = []
+    for candidate in CANDIDATES:
+        try:
+            runtime = _import(candidate)
+        except (ImportError, AttributeError, RuntimeError, OSError) as exc:
+            probes.append(Probe(candidate.name, _dist_version(candidate.dist), _describe_failure(exc)))
+        else:
+            probes.append(Probe(candidate.name, runtime.version, None))
+    return probes
+
+
+@functools.cache
+def load_runtime(prefer: str = "auto") -> Runtime:
+    """The first runtime of the chain that imports (or exactly ``prefer`` when it is not 'auto')."""
+    if prefer != "auto" and prefer not in NAMES:
+        raise ConfigError(f"unknown runtime {prefer!r}", f"choose one of auto, {', '.join(NAMES)}")
+    chain = CANDIDATES if prefer == "auto" else [c for c in CANDIDATES if c.name == prefer]
+    failures = []
+    for candidate in chain:
+        try:
+            runtime = _import(candidate)
+        except (ImportError, AttributeError, RuntimeError, OSError) as exc:
+            reason = _describe_failure(exc)
+            failures.append(f"{candidate.name}: {reason}")
+            if prefer == "auto":
+                log.info("runtime %s unavailable (%s); trying the next one", candidate.name, reason)
+            continue
+        log.info("using TFLite runtime %s %s", runtime.name, runtime.version)
+        return runtime
+    raise RuntimeChainError(
+        "no TFLite runtime could be loaded (" + "; ".join(failures) + ")",
+        "pip install ai-edge-litert (or tflite-runtime with numpy<2 on Python <= 3.11)")

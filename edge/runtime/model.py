@@ -1,0 +1,246 @@
+"""What a .tflite model is, read from the file itself: tensors, quantization, ops, signatures.
+
+:func:`read_model` parses the flatbuffer directly (see :mod:`edge.runtime.flatbuffer`), so it
+works for every runtime and for ``_edgetpu`` models on machines without an Edge TPU. Tensor roles
+come from here (op, names, signature), never from guessing by tensor size.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.errors import ModelError
+from edge.runtime import flatbuffer
+from edge.runtime.tflite_schema import BUILTIN_OPERATORS, TENSOR_TYPES
+
+EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
+DETECTION_POSTPROCESS_OP = "TFLite_Detection_PostProcess"
+
+# Ops whose first input is the activation and whose weights decide the model's precision.
+WEIGHT_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV",
+                        "CONV_3D", "BATCH_MATMUL"})
+
+_NUMPY_DTYPES = {"FLOAT32": np.float32, "FLOAT16": np.float16, "INT32": np.int32, "UINT8": np.uint8,
+                 "INT64": np.int64, "BOOL": np.bool_, "INT16": np.int16, "INT8": np.int8,
+                 "FLOAT64": np.float64, "UINT32": np.uint32, "UINT16": np.uint16, "UINT64": np.uint64}
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """Affine quantization: real = scale * (q - zero_point); per-channel along ``axis`` if several."""
+
+    scale: tuple[float, ...]
+    zero_point: tuple[int, ...]
+    axis: int = 0
+
+    @property
+    def per_channel(self) -> bool:
+        return len(self.scale) > 1
+
+    def scalar(self) -> tuple[float, int]:
+        """(scale, zero_point) of a per-tensor quantization."""
+        if self.per_channel:
+            raise ModelError(f"expected per-tensor quantization, found {len(self.scale)} channel scales")
+        return self.scale[0], self.zero_point[0]
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    index: int
+    name: str
+    shape: tuple[int, ...]
+    type: str                       # TFLite TensorType name, e.g. "UINT8"
+    quantization: Quantization | None
+    shape_signature: tuple[int, ...] = ()
+
+    @property
+    def dtype(self) -> type:
+        try:
+            return _NUMPY_DTYPES[self.type]
+        except KeyError:
+            raise ModelError(f"tensor {self.name!r} has type {self.type}, which edge cannot handle") from None
+
+    @property
+    def quantized(self) -> bool:
+        return self.quantization is not None and self.type in ("UINT8", "INT8", "INT16")
+
+    @property
+    def dynamic(self) -> bool:
+        return any(d < 0 for d in self.shape_signature)
+
+    def describe(self) -> str:
+        q = ""
+        if self.quantization:
+            if self.quantization.per_channel:
+                q = f" per-channel({len(self.quantization.scale)})"
+            else:
+                q = f" scale={self.quantization.scale[0]:.6g} zp={self.quantization.zero_point[0]}"
+        return f"{self.name} {list(self.shape)} {self.type.lower()}{q}"
+
+
+@dataclass(frozen=True)
+class OpInfo:
+    name: str                    # builtin name (e.g. "CONV_2D") or custom code
+    custom: bool
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Signature:
+    key: str
+    inputs: dict[str, int]        # signature name -> tensor index
+    outputs: dict[str, int]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Everything :mod:`edge` needs to know about a model before running it."""
+
+    path: Path
+    size_bytes: int
+    description: str
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    tensors: tuple[TensorInfo, ...]
+    ops: tuple[OpInfo, ...]
+    subgraphs: int
+    signatures: tuple[Signature, ...]
+    metadata: tuple[str, ...]
+    associated_files: tuple[str, ...]   # files zipped behind the flatbuffer (TFLite Support metadata)
+
+    @property
+    def op_counts(self) -> Counter:
+        return Counter(op.name for op in self.ops)
+
+    @property
+    def edgetpu(self) -> bool:
+        """True when compiled by edgetpu_compiler (contains the edgetpu-custom-op)."""
+        return any(op.custom and op.name == EDGETPU_CUSTOM_OP for op in self.ops)
+
+    def find_op(self, name: str) -> OpInfo | None:
+        return next((op for op in self.ops if op.name == name), None)
+
+    def output_position(self, tensor_index: int) -> int:
+        """Position of tensor ``tensor_index`` among the model outputs (interpreter output order)."""
+        for position, tensor in enumerate(self.outputs):
+            if tensor.index == tensor_index:
+                return position
+        raise ModelError(f"tensor {tensor_index} of {self.path.name} is not a model output")
+
+    @property
+    def precision(self) -> str:
+        """int8 (full integer), int16x8, dynamic-range, float16 or float32."""
+        if self.edgetpu:
+            return "int8"
+        weight_ops = [op for op in self.ops if op.name in WEIGHT_OPS]
+        if not weight_ops:
+            return "int8" if all(t.quantized for t in self.inputs) else "float32"
+        activations = {self.tensors[op.inputs[0]].type for op in weight_ops}
+        if activations <= {"INT8", "UINT8"}:
+            return "int8"
+        if "INT16" in activations:
+            return "int16x8"
+        weights = {self.tensors[op.inputs[1]].type for op in weight_ops if len(op.inputs) > 1}
+        if "INT8" in weights:
+            return "dynamic-range"
+        if any(op.name == "DEQUANTIZE" and self.tensors[op.inputs[0]].type == "FLOAT16" for op in self.ops):
+            return "float16"
+        return "float32"
+
+    def summary(self) -> list[str]:
+        lines = [f"model: {self.path} ({self.size_bytes / 1e6:.2f} MB, {self.precision}"
+                 f"{', Edge TPU compiled' if self.edgetpu else ''})"]
+        lines += [f"  input  {t.describe()}" for t in self.inputs]
+        lines += [f"  output {t.describe()}" for t in self.outputs]
+        ops = ", ".join(f"{name}×{n}" for name, n in sorted(self.op_counts.items()))
+        lines.append(f"  ops: {ops}")
+        for sig in self.signatures:
+            lines.append(f"  signature {sig.key!r}: inputs {sorted(sig.inputs)} outputs {sorted(sig.outputs)}")
+        if self.associated_files:
+            lines.append(f"  associated files: {', '.join(self.associated_files)}")
+        return lines
+
+
+def _quantization(table: flatbuffer.Table | None) -> Quantization | None:
+    if table is None:
+        return None
+    scales = table.scalars(2, "f")
+    zero_points = table.scalars(3, "q")
+    if not scales:
+        return None
+    if len(zero_points) != len(scales):
+        zero_points = tuple(zero_points[:1]) * len(scales) if zero_points else (0,) * len(scales)
+    return Quantization(tuple(float(s) for s in scales), tuple(int(z) for z in zero_points),
+                        int(table.scalar(6, "i")))
+
+
+def _tensor(index: int, table: flatbuffer.Table) -> TensorInfo:
+    type_code = int(table.scalar(1, "b"))
+    type_name = TENSOR_TYPES[type_code] if 0 <= type_code < len(TENSOR_TYPES) else f"TYPE_{type_code}"
+    shape = tuple(int(d) for d in table.scalars(0, "i"))
+    signature = tuple(int(d) for d in table.scalars(7, "i")) or shape
+    return TensorInfo(index, table.string(3) or f"tensor_{index}", shape, type_name,
+                      _quantization(table.table(4)), signature)
+
+
+def _opcode_name(table: flatbuffer.Table) -> tuple[str, bool]:
+    # The real code is the larger of the deprecated int8 field and the int32 field (schema v3a).
+    code = max(int(table.scalar(0, "b")), int(table.scalar(3, "i")))
+    if not 0 <= code < len(BUILTIN_OPERATORS):
+        return f"BUILTIN_{code}", False
+    if BUILTIN_OPERATORS[code] == "CUSTOM":
+        return table.string(1) or "CUSTOM", True
+    return BUILTIN_OPERATORS[code], False
+
+
+def _associated_files(path: Path) -> tuple[str, ...]:
+    """Names of files zipped behind the model (TFLite Support metadata packs labels this way)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return tuple(archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return ()
+
+
+def read_model(path: str | Path) -> ModelInfo:
+    """Parse a .tflite file; :class:`ModelError` names the file and what is wrong with it."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ModelError(f"model file {str(path)!r} does not exist",
+                         "give a .tflite file or a model directory with manifest.json") from None
+    except OSError as exc:
+        raise ModelError(f"cannot read model file {str(path)!r}: {exc.strerror}") from None
+    try:
+        model = flatbuffer.root(data, identifier=b"TFL3")
+        opcodes = [_opcode_name(t) for t in model.tables(1)]
+        subgraphs = model.tables(2)
+        if not subgraphs:
+            raise flatbuffer.FlatBufferError("no subgraphs")
+        main = subgraphs[0]
+        tensors = tuple(_tensor(i, t) for i, t in enumerate(main.tables(0)))
+        ops = []
+        for op in main.tables(3):
+            name, custom = opcodes[int(op.scalar(0, "I"))]
+            ops.append(OpInfo(name, custom, tuple(op.scalars(1, "i")), tuple(op.scalars(2, "i"))))
+        signatures = []
+        for sig in model.tables(7):
+            maps = [{m.string(0) or "": int(m.scalar(1, "I")) for m in sig.tables(i)} for i in (0, 1)]
+            signatures.append(Signature(sig.string(2) or "", maps[0], maps[1]))
+        metadata = tuple(m.string(0) or "" for m in model.tables(6))
+        inputs = tuple(tensors[i] for i in main.scalars(1, "i"))
+        outputs = tuple(tensors[i] for i in main.scalars(2, "i"))
+    except (flatbuffer.FlatBufferError, IndexError) as exc:
+        raise ModelError(f"{str(path)!r} is not a valid TFLite model ({exc})",
+                         "re-export or re-download the .tflite file") from None
+    return ModelInfo(path=path, size_bytes=len(data), description=model.string(3) or "",
+                     inputs=inputs, outputs=outputs, tensors=tensors, ops=tuple(ops),
+                     subgraphs=len(subgraphs), signatures=tuple(signatures), metadata=metadata,
+                     associated_files=_associated_files(path))

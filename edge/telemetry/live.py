@@ -1,0 +1,58 @@
+"""The live status line: FPS, latency percentiles and detections, for interactive runs.
+
+On a terminal the line is redrawn in place a few times a second; otherwise (a pipe, the journal)
+one line is logged every ``interval`` seconds so logs stay readable.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import TextIO
+
+from edge.pipeline import FrameResult
+from edge.telemetry.stats import PipelineStats, Snapshot
+
+log = logging.getLogger("edge.live")
+
+
+def format_line(snap: Snapshot) -> str:
+    e2e = snap.latency["end_to_end"]
+    inv = snap.latency["invoke"]
+    people = ", ".join(f"{label} {n}" for label, n in sorted(snap.detections.items())) or "none yet"
+    return (f"{snap.fps_inference:5.1f} fps | invoke p50 {inv[50] * 1e3:5.1f} ms p95 {inv[95] * 1e3:5.1f} ms"
+            f" | end-to-end p50 {e2e[50] * 1e3:5.1f} ms p95 {e2e[95] * 1e3:5.1f} ms"
+            f" | frames {snap.inferred} dropped {snap.dropped} | detections: {people}")
+
+
+class LiveLine:
+    def __init__(self, stats: PipelineStats, stream: TextIO = sys.stderr, *, tty: bool | None = None,
+                 interval: float | None = None):
+        self.stats = stats
+        self.stream = stream
+        self.tty = stream.isatty() if tty is None else tty
+        self.interval = interval if interval is not None else (0.25 if self.tty else 10.0)
+        self._next = time.monotonic() + self.interval
+        self._drawn = False
+
+    def publish(self, result: FrameResult) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + self.interval
+        self._draw()
+
+    def _draw(self) -> None:
+        line = format_line(self.stats.snapshot())
+        if self.tty:
+            self.stream.write("\r\x1b[2K" + line)
+            self.stream.flush()
+            self._drawn = True
+        else:
+            log.info("%s", line)
+
+    def close(self) -> None:
+        if self.tty and self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()

@@ -1,0 +1,121 @@
+"""Bounded-memory pipeline statistics: per-stage latency windows, rates and counters.
+
+Percentiles come from a sliding window (the last N frames, ``deque(maxlen=N)``), so memory is
+constant however long the daemon runs; totals are plain counters. One lock guards all of it: the
+post-processing thread records, exporters and the live line read snapshots.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+
+import numpy as np
+
+STAGES = ("preprocess", "invoke", "postprocess", "publish", "end_to_end", "frame_age")
+
+
+class LatencyWindow:
+    """The last ``size`` samples in seconds, with percentiles."""
+
+    def __init__(self, size: int = 512):
+        self._samples: deque[float] = deque(maxlen=size)
+
+    def add(self, seconds: float) -> None:
+        self._samples.append(seconds)
+
+    def percentiles(self, qs: tuple[float, ...] = (50, 95, 99)) -> dict[float, float]:
+        if not self._samples:
+            return {q: float("nan") for q in qs}
+        values = np.percentile(np.fromiter(self._samples, float, len(self._samples)), qs)
+        return dict(zip(qs, (float(v) for v in values)))
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+
+class RateMeter:
+    """Rate of a growing total over the last ``window`` seconds, from (time, total) observations."""
+
+    def __init__(self, window: float = 5.0, size: int = 4096):
+        self.window = window
+        self._points: deque[tuple[float, int]] = deque(maxlen=size)
+
+    def observe(self, total: int, now: float | None = None) -> None:
+        self._points.append((time.monotonic() if now is None else now, total))
+
+    def rate(self, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        while len(self._points) > 2 and now - self._points[0][0] > self.window:
+            self._points.popleft()
+        if len(self._points) < 2:
+            return 0.0
+        (t0, n0), (t1, n1) = self._points[0], self._points[-1]
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    captured: int
+    dropped: int
+    inferred: int
+    published: int
+    detections: dict[str, int]
+    errors: dict[str, int]
+    fps_capture: float
+    fps_inference: float
+    fps_published: float
+    latency: dict[str, dict[float, float]]   # stage -> {50: s, 95: s, 99: s}
+    backend: str
+    uptime: float
+
+
+class PipelineStats:
+    """Everything the pipeline measures; :meth:`snapshot` gives a consistent copy."""
+
+    def __init__(self, window: int = 512):
+        self._lock = threading.Lock()
+        self.started = time.monotonic()
+        self.backend = ""
+        self.captured = 0
+        self.dropped = 0
+        self.inferred = 0
+        self.published = 0
+        self.detections: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.latency = {stage: LatencyWindow(window) for stage in STAGES}
+        self.rates = {name: RateMeter() for name in ("capture", "inference", "published")}
+
+    def capture_counts(self, captured: int, dropped: int) -> None:
+        with self._lock:
+            self.captured, self.dropped = captured, dropped
+            self.rates["capture"].observe(captured)
+
+    def inferred_frame(self) -> None:
+        with self._lock:
+            self.inferred += 1
+            self.rates["inference"].observe(self.inferred)
+
+    def published_frame(self, stage_seconds: dict[str, float], labels: list[str]) -> None:
+        with self._lock:
+            self.published += 1
+            self.rates["published"].observe(self.published)
+            for stage, seconds in stage_seconds.items():
+                self.latency[stage].add(seconds)
+            self.detections.update(labels)
+
+    def error(self, kind: str) -> None:
+        with self._lock:
+            self.errors[kind] += 1
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            return Snapshot(
+                captured=self.captured, dropped=self.dropped, inferred=self.inferred,
+                published=self.published, detections=dict(self.detections), errors=dict(self.errors),
+                fps_capture=self.rates["capture"].rate(), fps_inference=self.rates["inference"].rate(),
+                fps_published=self.rates["published"].rate(),
+                latency={stage: w.percentiles() for stage, w in self.latency.items()},
+                backend=self.backend, uptime=time.monotonic() - self.started)

@@ -1,0 +1,46 @@
+"""Label files: one label per line, ``id label`` pairs, or the COCO 90-id convention with gaps.
+
+* Plain text: line N (0-based) is class N. Blank lines keep their index (some zoo files use them
+  for unused ids); ``???`` marks an unused id too.
+* Pairs: every non-blank line is ``<id> <label>`` (``0  person``, ``1: bicycle``); ids may have
+  gaps, as in Coral's coco_labels.txt where ids follow COCO's 90-id numbering.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from edge.errors import ModelError
+
+_PAIR = re.compile(r"^\s*(\d+)\s*[:,]?\s+(.+?)\s*$")
+
+
+def parse_labels(text: str, *, source: str = "labels") -> dict[int, str]:
+    lines = text.splitlines()
+    content = [line for line in lines if line.strip()]
+    if not content:
+        raise ModelError(f"labels file {source!r} is empty", "one label per line, or 'id label' pairs")
+    if all(_PAIR.match(line) for line in content):
+        labels = {}
+        for line in content:
+            match = _PAIR.match(line)
+            labels[int(match.group(1))] = match.group(2)
+        return labels
+    return {i: line.strip() for i, line in enumerate(lines) if line.strip() and line.strip() != "???"}
+
+
+def load_labels(path: str | Path) -> dict[int, str]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ModelError(f"labels file {str(path)!r} does not exist",
+                         "set labels in the manifest or pass --labels FILE") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelError(f"cannot read labels file {str(path)!r}: {exc}") from None
+    return parse_labels(text, source=str(path))
+
+
+def label_name(labels: dict[int, str], class_id: int) -> str:
+    return labels.get(class_id, str(class_id))
