@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from edge.capture import make_source
 from edge.config import Config
 from edge.errors import ModelError
-from edge.pipeline import Pipeline, Sink
+from edge.pipeline import Pipeline, Sink, detection_postprocess
 from edge.runtime import edgetpu, loader
 from edge.runtime.manifest import Manifest
 from edge.telemetry.jsonl import JsonlSink
@@ -80,6 +80,6 @@ def assemble(config: Config, extra_sinks: list[Sink] | None = None,
         raise
     stats = stats or PipelineStats()
     sinks = make_sinks(config, stats, source.name) + list(extra_sinks or [])
-    pipeline = Pipeline(source, loaded.backend, preprocessor, decoder, params, sinks, stats,
-                        max_frames=config.output.max_frames)
+    pipeline = Pipeline(source, loaded.backend, preprocessor, detection_postprocess(decoder, params), sinks,
+                        stats, max_frames=config.output.max_frames)
     return Assembly(config, loaded, pipeline, stats, sinks)

@@ -25,6 +25,9 @@ from edge.telemetry.stats import PipelineStats
 from edge.vision.decode import Decoder, Detection, FinishParams, finish
 from edge.vision.preprocess import Preprocessor, Transform
 
+# Output arrays and the preprocessing transform in, final results (frame pixels, labels) out.
+Postprocess = Callable[[tuple[np.ndarray, ...], Transform], tuple]
+
 log = logging.getLogger(__name__)
 
 
@@ -47,6 +50,13 @@ class Timings:
                 "postprocess": (self.decoded - self.invoke_end) / 1e9,
                 "publish": (self.published - self.decoded) / 1e9,
                 "end_to_end": (self.published - self.captured) / 1e9}
+
+
+def detection_postprocess(decoder: Decoder, params: FinishParams) -> Postprocess:
+    """Decode, threshold, and map boxes to frame pixels: the postprocess of detectors."""
+    def postprocess(outputs: tuple[np.ndarray, ...], transform: Transform) -> tuple[Detection, ...]:
+        return finish(decoder(outputs), transform, params)
+    return postprocess
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,14 +101,13 @@ class Pipeline:
     :meth:`run` closes it, and the sinks, when it ends.
     """
 
-    def __init__(self, source: Source, backend: Backend, preprocessor: Preprocessor, decoder: Decoder,
-                 finish_params: FinishParams, sinks: list[Sink], stats: PipelineStats | None = None,
-                 *, max_frames: int = 0, post_queue: int = 4):
+    def __init__(self, source: Source, backend: Backend, preprocessor: Preprocessor, postprocess: Postprocess,
+                 sinks: list[Sink], stats: PipelineStats | None = None, *, max_frames: int = 0,
+                 post_queue: int = 4):
         self.source = source
         self.backend = backend
         self.preprocessor = preprocessor
-        self.decoder = decoder
-        self.finish_params = finish_params
+        self.postprocess = postprocess
         self.sinks = sinks
         self.stats = stats or PipelineStats()
         self.stats.backend = backend.name
@@ -127,8 +136,7 @@ class Pipeline:
                 pass
 
     def _publish(self, work: _Work) -> None:
-        raw = self.decoder(work.outputs)
-        detections = finish(raw, work.transform, self.finish_params)
+        detections = self.postprocess(work.outputs, work.transform)
         decoded = time.monotonic_ns()
         timings = Timings(work.frame.captured_ns, work.taken, work.invoke_start, work.invoke_end, decoded)
         result = FrameResult(work.frame, detections, timings, self.backend.name)
