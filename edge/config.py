@@ -161,9 +161,10 @@ def load(path: str | Path | None = None, overrides: dict[str, dict] | None = Non
 def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, Any, str]]:
     """(key, default, description) for every setting, for documentation and ``edge config``."""
     rows = []
+    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(f.type) or f.name in typing.get_type_hints(Config) and cls is Config:
-            rows += describe(typing.get_type_hints(cls)[f.name], f"{prefix}{f.name}.")
+        if dataclasses.is_dataclass(hints[f.name]):
+            rows += describe(hints[f.name], f"{prefix}{f.name}.")
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         rows.append((prefix + f.name, default, f.metadata.get("help", "")))
