@@ -7,14 +7,27 @@ post-processing thread records, exporters and the live line read snapshots.
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from collections import Counter, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 STAGES = ("preprocess", "invoke", "postprocess", "publish", "end_to_end", "frame_age")
+
+# Named event counters, exported as ``edge_<name>_total``. A plain list that other parts append
+# to (before a PipelineStats is made) for their own counters, e.g. ``COUNTERS.append("reconnects")``;
+# PipelineStats.count(name) increments one. COUNTER_HELP describes them for exporters.
+COUNTERS = ["captured", "dropped", "inferred", "published"]
+COUNTER_HELP = {"captured": "Frames delivered by the source.",
+                "dropped": "Frames replaced by a newer one before inference took them.",
+                "inferred": "Frames the model ran on.",
+                "published": "Frames whose results reached every sink."}
+
+# Upper bounds (seconds) of the cumulative latency histograms, Prometheus-style (+Inf implied).
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class LatencyWindow:
@@ -34,6 +47,36 @@ class LatencyWindow:
 
     def __len__(self) -> int:
         return len(self._samples)
+
+
+class CumulativeHistogram:
+    """Counts per bucket since start (not windowed), with sum and count: a Prometheus histogram."""
+
+    def __init__(self, bounds: tuple[float, ...] = BUCKETS):
+        self.bounds = bounds
+        self._counts = [0] * (len(bounds) + 1)   # the last one is +Inf
+        self.sum = 0.0
+        self.count = 0
+
+    def add(self, seconds: float) -> None:
+        self._counts[bisect.bisect_left(self.bounds, seconds)] += 1
+        self.sum += seconds
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """[(upper bound, observations <= bound)], ending with (inf, count)."""
+        out, total = [], 0
+        for bound, n in zip(self.bounds + (float("inf"),), self._counts):
+            total += n
+            out.append((bound, total))
+        return out
+
+
+@dataclass(frozen=True)
+class HistogramSnapshot:
+    buckets: tuple[tuple[float, int], ...]
+    sum: float
+    count: int
 
 
 class RateMeter:
@@ -70,6 +113,8 @@ class Snapshot:
     latency: dict[str, dict[float, float]]   # stage -> {50: s, 95: s, 99: s}
     backend: str
     uptime: float
+    histograms: dict[str, HistogramSnapshot] = field(default_factory=dict)   # stage -> since start
+    counts: dict[str, int] = field(default_factory=dict)   # every name in COUNTERS -> total
 
 
 class PipelineStats:
@@ -86,6 +131,8 @@ class PipelineStats:
         self.detections: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
         self.latency = {stage: LatencyWindow(window) for stage in STAGES}
+        self.histograms = {stage: CumulativeHistogram() for stage in STAGES}
+        self.counts = dict.fromkeys(COUNTERS, 0)
         self.rates = {name: RateMeter() for name in ("capture", "inference", "published")}
 
     def capture_counts(self, captured: int, dropped: int) -> None:
@@ -104,11 +151,22 @@ class PipelineStats:
             self.rates["published"].observe(self.published)
             for stage, seconds in stage_seconds.items():
                 self.latency[stage].add(seconds)
+                self.histograms[stage].add(seconds)
             self.detections.update(labels)
 
     def error(self, kind: str) -> None:
         with self._lock:
             self.errors[kind] += 1
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to the counter ``name`` (one of COUNTERS)."""
+        with self._lock:
+            self.counts[name] = self.counts.get(name, 0) + n
+
+    def _counts(self) -> dict[str, int]:
+        own = {"captured": self.captured, "dropped": self.dropped, "inferred": self.inferred,
+               "published": self.published}
+        return {name: own.get(name, self.counts.get(name, 0)) for name in dict.fromkeys(COUNTERS + list(self.counts))}
 
     def snapshot(self) -> Snapshot:
         with self._lock:
@@ -118,4 +176,7 @@ class PipelineStats:
                 fps_capture=self.rates["capture"].rate(), fps_inference=self.rates["inference"].rate(),
                 fps_published=self.rates["published"].rate(),
                 latency={stage: w.percentiles() for stage, w in self.latency.items()},
-                backend=self.backend, uptime=time.monotonic() - self.started)
+                backend=self.backend, uptime=time.monotonic() - self.started,
+                histograms={stage: HistogramSnapshot(tuple(h.cumulative()), h.sum, h.count)
+                            for stage, h in self.histograms.items()},
+                counts=self._counts())
