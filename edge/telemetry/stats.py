@@ -20,11 +20,12 @@ STAGES = ("preprocess", "invoke", "postprocess", "publish", "end_to_end", "frame
 # Named event counters, exported as ``edge_<name>_total``. A plain list that other parts append
 # to (before a PipelineStats is made) for their own counters, e.g. ``COUNTERS.append("reconnects")``;
 # PipelineStats.count(name) increments one. COUNTER_HELP describes them for exporters.
-COUNTERS = ["captured", "dropped", "inferred", "published"]
+COUNTERS = ["captured", "dropped", "inferred", "published", "reconnects"]
 COUNTER_HELP = {"captured": "Frames delivered by the source.",
                 "dropped": "Frames replaced by a newer one before inference took them.",
                 "inferred": "Frames the model ran on.",
-                "published": "Frames whose results reached every sink."}
+                "published": "Frames whose results reached every sink.",
+                "reconnects": "Times the source was reopened after its end, an unplug or a read error."}
 
 # Upper bounds (seconds) of the cumulative latency histograms, Prometheus-style (+Inf implied).
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -115,6 +116,7 @@ class Snapshot:
     uptime: float
     histograms: dict[str, HistogramSnapshot] = field(default_factory=dict)   # stage -> since start
     counts: dict[str, int] = field(default_factory=dict)   # every name in COUNTERS -> total
+    reconnects: int = 0          # times the source was reopened after an end, unplug or error
 
 
 class PipelineStats:
@@ -179,4 +181,4 @@ class PipelineStats:
                 backend=self.backend, uptime=time.monotonic() - self.started,
                 histograms={stage: HistogramSnapshot(tuple(h.cumulative()), h.sum, h.count)
                             for stage, h in self.histograms.items()},
-                counts=self._counts())
+                counts=self._counts(), reconnects=self.counts.get("reconnects", 0))
