@@ -83,6 +83,15 @@ class Table:
             out.append(bytes(self.buf[s + 4:s + 4 + length]).decode("utf-8", "replace"))
         return out
 
+    def vector_span(self, index: int, element_size: int = 1) -> tuple[int, int]:
+        """(offset of the first element, number of elements) of vector field ``index``; (0, 0) if absent.
+
+        Lets a caller read a large vector (e.g. a weight buffer) later, without copying it now.
+        """
+        start, n = self._vector(index)
+        _check(self.buf, start, element_size * n)
+        return start, n
+
     def vector_bytes(self, index: int) -> bytes:
         start, n = self._vector(index)
         _check(self.buf, start, n)

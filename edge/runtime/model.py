@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import zipfile
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from edge.errors import ModelError
 from edge.runtime import flatbuffer
-from edge.runtime.tflite_schema import BUILTIN_OPERATORS, TENSOR_TYPES
+from edge.runtime.tflite_schema import ACTIVATIONS, BUILTIN_OPERATORS, BUILTIN_OPTIONS, TENSOR_TYPES
 
 EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
 DETECTION_POSTPROCESS_OP = "TFLite_Detection_PostProcess"
@@ -57,6 +57,7 @@ class TensorInfo:
     type: str                       # TFLite TensorType name, e.g. "UINT8"
     quantization: Quantization | None
     shape_signature: tuple[int, ...] = ()
+    buffer: int = 0                 # index into the model's buffers; 0 = no data (not a constant)
 
     @property
     def dtype(self) -> type:
@@ -89,6 +90,30 @@ class OpInfo:
     custom: bool
     inputs: tuple[int, ...]
     outputs: tuple[int, ...]
+    options_type: str = "NONE"   # BuiltinOptions union tag, e.g. "Conv2DOptions"
+    options: flatbuffer.Table | None = field(default=None, compare=False, repr=False)
+
+    def option(self, index: int, fmt: str, default: int | float = 0) -> int | float:
+        """Scalar field ``index`` (schema order) of the builtin options table, or ``default``."""
+        return self.options.scalar(index, fmt, default) if self.options is not None else default
+
+    @property
+    def fused_activation(self) -> str:
+        """The fused activation (``NONE``, ``RELU``, ``RELU6``...) of ops that have one, else NONE."""
+        at = _FUSED_ACTIVATION_FIELD.get(self.options_type)
+        if at is None:
+            return "NONE"
+        code = int(self.option(at, "b"))
+        return ACTIVATIONS[code] if 0 <= code < len(ACTIVATIONS) else f"ACTIVATION_{code}"
+
+
+# Schema field index of fused_activation_function in each options table that carries one.
+_FUSED_ACTIVATION_FIELD = {"Conv2DOptions": 3, "DepthwiseConv2DOptions": 4, "Pool2DOptions": 5,
+                           "ConcatenationOptions": 1, "FullyConnectedOptions": 0, "AddOptions": 0,
+                           "MulOptions": 0, "SubOptions": 0, "DivOptions": 0, "L2NormOptions": 0,
+                           "TransposeConvOptions": 3, "SVDFOptions": 1, "RNNOptions": 0,
+                           "LSTMOptions": 0, "SequenceRNNOptions": 1,
+                           "UnidirectionalSequenceLSTMOptions": 0, "Conv3DOptions": 4}
 
 
 @dataclass(frozen=True)
@@ -113,6 +138,25 @@ class ModelInfo:
     signatures: tuple[Signature, ...]
     metadata: tuple[str, ...]
     associated_files: tuple[str, ...]   # files zipped behind the flatbuffer (TFLite Support metadata)
+    buffer_spans: tuple[tuple[int, int], ...] = ()   # (file offset, byte length) of each buffer
+
+    def is_constant(self, tensor_index: int) -> bool:
+        """True when the tensor's value is stored in the model (weights, biases, shapes, axes)."""
+        buffer = self.tensors[tensor_index].buffer
+        return 0 < buffer < len(self.buffer_spans) and self.buffer_spans[buffer][1] > 0
+
+    def constant(self, tensor_index: int) -> np.ndarray | None:
+        """The stored value of a constant tensor (read from the file on demand), else None."""
+        if not self.is_constant(tensor_index):
+            return None
+        tensor = self.tensors[tensor_index]
+        start, length = self.buffer_spans[tensor.buffer]
+        with open(self.path, "rb") as f:
+            f.seek(start)
+            raw = f.read(length)
+        if len(raw) != length:
+            raise ModelError(f"{str(self.path)!r}: buffer of tensor {tensor.name!r} is truncated")
+        return np.frombuffer(raw, dtype=tensor.dtype).reshape(tensor.shape)
 
     @property
     def op_counts(self) -> Counter:
@@ -186,7 +230,20 @@ def _tensor(index: int, table: flatbuffer.Table) -> TensorInfo:
     shape = tuple(int(d) for d in table.scalars(0, "i"))
     signature = tuple(int(d) for d in table.scalars(7, "i")) or shape
     return TensorInfo(index, table.string(3) or f"tensor_{index}", shape, type_name,
-                      _quantization(table.table(4)), signature)
+                      _quantization(table.table(4)), signature, int(table.scalar(2, "I")))
+
+
+def _buffer_span(table: flatbuffer.Table) -> tuple[int, int]:
+    """Where a Buffer's bytes are: inline data, or (models > 2 GB) an offset/size into the file."""
+    start, n = table.vector_span(0)
+    if n:
+        return start, n
+    offset, size = int(table.scalar(1, "Q")), int(table.scalar(2, "Q"))
+    return (offset, size) if offset > 1 else (0, 0)
+
+
+def _options_type(code: int) -> str:
+    return BUILTIN_OPTIONS[code] if 0 <= code < len(BUILTIN_OPTIONS) else f"OPTIONS_{code}"
 
 
 def _opcode_name(table: flatbuffer.Table) -> tuple[str, bool]:
@@ -229,7 +286,8 @@ def read_model(path: str | Path) -> ModelInfo:
         ops = []
         for op in main.tables(3):
             name, custom = opcodes[int(op.scalar(0, "I"))]
-            ops.append(OpInfo(name, custom, tuple(op.scalars(1, "i")), tuple(op.scalars(2, "i"))))
+            ops.append(OpInfo(name, custom, tuple(op.scalars(1, "i")), tuple(op.scalars(2, "i")),
+                              _options_type(int(op.scalar(3, "B"))), op.table(4)))
         signatures = []
         for sig in model.tables(7):
             maps = [{m.string(0) or "": int(m.scalar(1, "I")) for m in sig.tables(i)} for i in (0, 1)]
@@ -237,10 +295,11 @@ def read_model(path: str | Path) -> ModelInfo:
         metadata = tuple(m.string(0) or "" for m in model.tables(6))
         inputs = tuple(tensors[i] for i in main.scalars(1, "i"))
         outputs = tuple(tensors[i] for i in main.scalars(2, "i"))
+        buffer_spans = tuple(_buffer_span(b) for b in model.tables(4))
     except (flatbuffer.FlatBufferError, IndexError) as exc:
         raise ModelError(f"{str(path)!r} is not a valid TFLite model ({exc})",
                          "re-export or re-download the .tflite file") from None
     return ModelInfo(path=path, size_bytes=len(data), description=model.string(3) or "",
                      inputs=inputs, outputs=outputs, tensors=tensors, ops=tuple(ops),
                      subgraphs=len(subgraphs), signatures=tuple(signatures), metadata=metadata,
-                     associated_files=_associated_files(path))
+                     associated_files=_associated_files(path), buffer_spans=buffer_spans)

@@ -52,3 +52,42 @@ TENSOR_TYPES = (
     "UINT64", "RESOURCE", "VARIANT", "UINT32", "UINT16", "INT4", "BFLOAT16", "INT2", "UINT4", "FLOAT8_E4M3FN", "FLOAT8_E5M2",
 )
 # fmt: on
+
+# ActivationFunctionType enum (fused activations of CONV_2D, ADD, pools, ...); index = enum value.
+ACTIVATIONS = ("NONE", "RELU", "RELU_N1_TO_1", "RELU6", "TANH", "SIGN_BIT")
+
+# BuiltinOptions union: the type tag of Operator.builtin_options; index = enum value.
+# fmt: off
+BUILTIN_OPTIONS = (
+    "NONE", "Conv2DOptions", "DepthwiseConv2DOptions", "ConcatEmbeddingsOptions",
+    "LSHProjectionOptions", "Pool2DOptions", "SVDFOptions", "RNNOptions", "FullyConnectedOptions",
+    "SoftmaxOptions", "ConcatenationOptions", "AddOptions", "L2NormOptions",
+    "LocalResponseNormalizationOptions", "LSTMOptions", "ResizeBilinearOptions", "CallOptions",
+    "ReshapeOptions", "SkipGramOptions", "SpaceToDepthOptions", "EmbeddingLookupSparseOptions",
+    "MulOptions", "PadOptions", "GatherOptions", "BatchToSpaceNDOptions", "SpaceToBatchNDOptions",
+    "TransposeOptions", "ReducerOptions", "SubOptions", "DivOptions", "SqueezeOptions",
+    "SequenceRNNOptions", "StridedSliceOptions", "ExpOptions", "TopKV2Options", "SplitOptions",
+    "LogSoftmaxOptions", "CastOptions", "DequantizeOptions", "MaximumMinimumOptions",
+    "ArgMaxOptions", "LessOptions", "NegOptions", "PadV2Options", "GreaterOptions",
+    "GreaterEqualOptions", "LessEqualOptions", "SelectOptions", "SliceOptions",
+    "TransposeConvOptions", "SparseToDenseOptions", "TileOptions", "ExpandDimsOptions",
+    "EqualOptions", "NotEqualOptions", "ShapeOptions", "PowOptions", "ArgMinOptions",
+    "FakeQuantOptions", "PackOptions", "LogicalOrOptions", "OneHotOptions", "LogicalAndOptions",
+    "LogicalNotOptions", "UnpackOptions", "FloorDivOptions", "SquareOptions", "ZerosLikeOptions",
+    "FillOptions", "BidirectionalSequenceLSTMOptions", "BidirectionalSequenceRNNOptions",
+    "UnidirectionalSequenceLSTMOptions", "FloorModOptions", "RangeOptions",
+    "ResizeNearestNeighborOptions", "LeakyReluOptions", "SquaredDifferenceOptions",
+    "MirrorPadOptions", "AbsOptions", "SplitVOptions", "UniqueOptions", "ReverseV2Options",
+    "AddNOptions", "GatherNdOptions", "CosOptions", "WhereOptions", "RankOptions",
+    "ReverseSequenceOptions", "MatrixDiagOptions", "QuantizeOptions", "MatrixSetDiagOptions",
+    "HardSwishOptions", "IfOptions", "WhileOptions", "DepthToSpaceOptions",
+    "NonMaxSuppressionV4Options", "NonMaxSuppressionV5Options", "ScatterNdOptions",
+    "SelectV2Options", "DensifyOptions", "SegmentSumOptions", "BatchMatMulOptions", "CumsumOptions",
+    "CallOnceOptions", "BroadcastToOptions", "Rfft2dOptions", "Conv3DOptions", "HashtableOptions",
+    "HashtableFindOptions", "HashtableImportOptions", "HashtableSizeOptions", "VarHandleOptions",
+    "ReadVariableOptions", "AssignVariableOptions", "RandomOptions", "BucketizeOptions",
+    "GeluOptions", "DynamicUpdateSliceOptions", "UnsortedSegmentProdOptions",
+    "UnsortedSegmentMaxOptions", "UnsortedSegmentMinOptions", "UnsortedSegmentSumOptions",
+    "ATan2Options", "SignOptions", "BitcastOptions", "BitwiseXorOptions", "RightShiftOptions",
+)
+# fmt: on
