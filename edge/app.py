@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Callable
 
-from edge.capture import make_source
+from edge.capture import Source, make_source
 from edge.config import Config
 from edge.errors import ModelError
 from edge.pipeline import Pipeline, Sink, detection_postprocess
@@ -60,7 +61,8 @@ def make_sinks(config: Config, stats: PipelineStats, source_name: str) -> list[S
 
 
 def assemble(config: Config, extra_sinks: list[Sink] | None = None,
-             stats: PipelineStats | None = None) -> Assembly:
+             stats: PipelineStats | None = None,
+             wrap_source: Callable[[Source], Source] | None = None) -> Assembly:
     """Open the source, load the model and build the pipeline (not started).
 
     Cheap checks (device string, manifest, labels, the source itself) come before the model loads.
@@ -69,6 +71,8 @@ def assemble(config: Config, extra_sinks: list[Sink] | None = None,
     models = loader.resolve(config.model)
     params = finish_params(config, models.manifest)
     source = make_source(config.source)
+    if wrap_source is not None:  # e.g. the service's ReconnectingSource
+        source = wrap_source(source)
     source.open()
     try:
         loaded = loader.load(config.model, models)

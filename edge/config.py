@@ -76,11 +76,28 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class ServiceConfig:
+    status_interval: float = setting(5.0, "Seconds between STATUS= updates to systemd (edge run --service).",
+                                     minimum=0.1)
+    reconnect: bool = setting(True, "With --service: reopen the source after its end, an unplug or a read "
+                                    "error, with exponential backoff, instead of exiting.")
+    reconnect_initial: float = setting(0.5, "First delay (s) before reopening the source; doubles per failed "
+                                            "attempt.", minimum=0.01)
+    reconnect_max: float = setting(30.0, "Longest delay (s) between attempts to reopen the source.",
+                                   minimum=0.01)
+    tpu_retry: float = setting(300.0, "After falling back from the Edge TPU to the CPU twin, seconds between "
+                                      "attempts to return to the Edge TPU; 0: never.", minimum=0)
+    load_timeout: float = setting(300.0, "Seconds systemd is asked to wait (EXTEND_TIMEOUT_USEC) while the "
+                                         "model loads.", minimum=1)
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     source: SourceConfig = field(default_factory=SourceConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    service: ServiceConfig = field(default_factory=ServiceConfig)
 
 
 def _check_value(section: str, f: dataclasses.Field, hint: Any, value: Any) -> Any:
