@@ -12,13 +12,13 @@ from typing import Callable
 from edge.capture import Source, make_source
 from edge.config import Config
 from edge.errors import ModelError
-from edge.pipeline import Pipeline, Sink, detection_postprocess
+from edge.pipeline import Pipeline, Sink
 from edge.runtime import edgetpu, loader
 from edge.runtime.manifest import Manifest
 from edge.telemetry.jsonl import JsonlSink
 from edge.telemetry.live import LiveLine
 from edge.telemetry.stats import PipelineStats
-from edge.vision.decode import FinishParams, make_decoder
+from edge.vision.decode import FinishParams, make_decoder, make_postprocess
 from edge.vision.labels import load_labels
 from edge.vision.preprocess import Preprocessor
 
@@ -77,13 +77,14 @@ def assemble(config: Config, extra_sinks: list[Sink] | None = None,
     try:
         loaded = loader.load(config.model, models)
         model = loaded.model
-        decoder = make_decoder(model, loaded.manifest, detect=config.detect)
+        decoder = make_decoder(model, loaded.manifest, layout=config.model.layout, detect=config.detect,
+                               num_classes=max(params.labels) + 1 if params.labels else 0)
         preprocessor = Preprocessor(loaded.manifest.input, model.inputs[0], loaded.backend.input_shape)
     except BaseException:
         source.close()
         raise
     stats = stats or PipelineStats()
     sinks = make_sinks(config, stats, source.name) + list(extra_sinks or [])
-    pipeline = Pipeline(source, loaded.backend, preprocessor, detection_postprocess(decoder, params), sinks,
+    pipeline = Pipeline(source, loaded.backend, preprocessor, make_postprocess(decoder, params), sinks,
                         stats, max_frames=config.output.max_frames)
     return Assembly(config, loaded, pipeline, stats, sinks)

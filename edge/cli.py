@@ -20,10 +20,11 @@ log = logging.getLogger("edge")
 RUN_FLAGS = {
     "model": ("model", "path"), "manifest": ("model", "manifest"), "labels": ("model", "labels"),
     "device": ("model", "device"), "threads": ("model", "threads"), "runtime": ("model", "runtime"),
-    "allow_float": ("model", "allow_float"),
+    "allow_float": ("model", "allow_float"), "layout": ("model", "layout"),
     "source": ("source", "uri"), "realtime": ("source", "realtime"), "loop": ("source", "loop"),
     "width": ("source", "width"), "height": ("source", "height"), "fps": ("source", "fps"),
     "score_threshold": ("detect", "score_threshold"), "max_detections": ("detect", "max_detections"),
+    "iou_threshold": ("detect", "iou_threshold"),
     "classes": ("detect", "classes"),
     "jsonl": ("output", "jsonl"), "live": ("output", "live"), "max_frames": ("output", "max_frames"),
 }
@@ -40,6 +41,8 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--runtime", help="auto | ai-edge-litert | tflite-runtime | tensorflow")
     g.add_argument("--allow-float", action="store_const", const=True, dest="allow_float",
                    help="accept a model that is not full-integer int8")
+    g.add_argument("--layout", help="output layout: auto | ssd_postprocess | yolov8 | yolov11 | yolov5 | "
+                                    "ssd_anchors | classification (default auto)")
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
@@ -57,11 +60,16 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("detection")
     g.add_argument("--score-threshold", type=float, help="minimum score (default 0.5)")
     g.add_argument("--max-detections", type=int, help="at most this many detections per frame")
+    g.add_argument("--iou-threshold", type=float, help="NMS IoU for decoders that run NMS (default: the "
+                                                       "manifest's, else the layout's)")
     g.add_argument("--classes", help="comma-separated labels to keep, e.g. person,car")
     g = p.add_argument_group("output")
     g.add_argument("--jsonl", help="detection events file (default detections.jsonl; '' for none)")
     g.add_argument("--live", help="live status line: auto | on | off")
     g.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.add_argument("--service", action="store_true",
+                   help="run as a systemd service: sd_notify READY/WATCHDOG/STATUS, SIGHUP reloads, "
+                        "the source is reopened when it ends or fails (see [service])")
 
 
 def config_from_args(args: argparse.Namespace) -> configuration.Config:
@@ -75,6 +83,10 @@ def config_from_args(args: argparse.Namespace) -> configuration.Config:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from edge.app import assemble
+
+    if getattr(args, "service", False):
+        from edge.service.daemon import Daemon
+        return Daemon(lambda: config_from_args(args)).run()
 
     config = config_from_args(args)
     assembly = assemble(config)
@@ -130,7 +142,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"  {role}: {path}")
     info = read_model(models.requested)
     print("\n".join(info.summary()))
-    print(f"  output layout: {identify_layout(info, manifest)}")
+    print(f"  output layout: {identify_layout(info, manifest, cfg.layout)}")
     return 0
 
 

@@ -40,6 +40,8 @@ class ModelConfig:
                            choices=("auto", "ai-edge-litert", "tflite-runtime", "tensorflow"))
     allow_float: bool = setting(False, "Accept a model that is not full-integer int8 (slow on a Pi, "
                                        "impossible on the Edge TPU).")
+    layout: str = setting("auto", "Output layout / decoder: auto (the manifest's, else what the model shows) | "
+                                  "ssd_postprocess | yolov8 (also v11) | yolov5 | ssd_anchors | classification.")
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,9 @@ class SourceConfig:
 class DetectConfig:
     score_threshold: float = setting(0.5, "Detections below this score are dropped.", minimum=0.0,
                                      maximum=1.0)
-    iou_threshold: float = setting(0.5, "IoU above which NMS suppresses the lower-scored box (decoders "
-                                        "that run NMS themselves).", minimum=0.0, maximum=1.0)
+    iou_threshold: float = setting(0.0, "IoU above which NMS suppresses the lower-scored box (decoders "
+                                        "that run NMS themselves); 0: the manifest's value, else the "
+                                        "layout's default (YOLO 0.45, raw SSD 0.6).", minimum=0.0, maximum=1.0)
     max_detections: int = setting(0, "At most this many detections per frame; 0: the model's own limit.",
                                   minimum=0)
     classes: list = setting([], "Keep only these labels; empty: all.")
@@ -73,6 +76,64 @@ class OutputConfig:
                         choices=("auto", "on", "off"))
     max_frames: int = setting(0, "Stop after this many inferred frames; 0: until the source ends.",
                               minimum=0)
+    jsonl_max_bytes: int = setting(0, "Rotate the JSONL file when it would exceed this size (bytes): "
+                                      "file → file.1 → … ; 0: never rotate.", minimum=0)
+    jsonl_backups: int = setting(3, "Rotated JSONL files kept (file.1 … file.N).", minimum=1, maximum=100)
+    jsonl_stats: float = setting(0.0, "Seconds between stats lines ({\"type\": \"stats\", …}) in the JSONL "
+                                      "file; 0: detection events only.", minimum=0)
+
+
+@dataclass(frozen=True)
+class TelemetryConfig:
+    interval: float = setting(2.0, "Seconds between samples of power, temperatures, throttling and process "
+                                   "CPU/memory.", minimum=0.1)
+    sys_root: str = setting("/sys", "Root of sysfs, where thermal zones, hwmon and Coral apex devices are "
+                                    "read (change only for containers or tests).")
+
+
+@dataclass(frozen=True)
+class PowerConfig:
+    source: str = setting("auto", "Power reading: auto (the first that works: pmic, hwmon, static) | pmic "
+                                  "(Raspberry Pi 5 vcgencmd pmic_read_adc; misses 5 V loads such as a USB "
+                                  "Coral) | hwmon (an INA219/226/260 or other chip) | static | none.",
+                          choices=("auto", "pmic", "hwmon", "static", "none"))
+    scale: float = setting(1.0, "Pi 5 PMIC calibration: watts = scale × Σ(V×I) + offset, fitted per unit "
+                                "against a USB-C meter (one published fit: 1.145 and 0.59).", minimum=0)
+    offset: float = setting(0.0, "Pi 5 PMIC calibration offset in watts (see scale).")
+    hwmon_chip: str = setting("", "hwmon chip by name (e.g. ina226) or path (/sys/class/hwmon/hwmon2); "
+                                  "empty: the first INA2xx chip.")
+    static_watts: float = setting(0.0, "A fixed power figure (W), e.g. read once from a USB meter, used when "
+                                       "no sensor exists; 0: unset.", minimum=0)
+
+
+@dataclass(frozen=True)
+class PrometheusConfig:
+    port: int = setting(0, "Serve Prometheus /metrics on this port; 0: off.", minimum=0, maximum=65535)
+    address: str = setting("127.0.0.1", "Address /metrics binds to; 0.0.0.0 exposes it to the network.")
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    host: str = setting("", "MQTT broker host; empty: MQTT off.")
+    port: int = setting(1883, "MQTT broker port.", minimum=1, maximum=65535)
+    prefix: str = setting("edge", "Topic prefix: <prefix>/available, <prefix>/events, <prefix>/stats, "
+                                  "<prefix>/<source>/<label> (Frigate-style).")
+    client_id: str = setting("", "MQTT client id; empty: edge-<hostname>-<pid>.")
+    username: str = setting("", "MQTT user name; empty: anonymous.")
+    password: str = setting("", "MQTT password (with username).")
+    qos: int = setting(0, "QoS of published messages (0, 1 or 2).", minimum=0, maximum=2)
+    stats_interval: float = setting(10.0, "Seconds between <prefix>/stats messages.", minimum=0.1)
+    reconnect_max: float = setting(60.0, "Longest delay (s) between reconnection attempts (backoff doubles "
+                                         "from 1 s).", minimum=1)
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    port: int = setting(0, "Serve the live view (annotated MJPEG stream, /stats, latency chart) on this "
+                           "port; 0: off.", minimum=0, maximum=65535)
+    address: str = setting("127.0.0.1", "Address the live view binds to; 0.0.0.0 exposes it to the network.")
+    fps: float = setting(10.0, "Most frames per second sent to each viewer.", minimum=0.1, maximum=120)
+    quality: int = setting(80, "JPEG quality of the stream.", minimum=10, maximum=100)
 
 
 @dataclass(frozen=True)
@@ -98,6 +159,11 @@ class Config:
     detect: DetectConfig = field(default_factory=DetectConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    power: PowerConfig = field(default_factory=PowerConfig)
+    prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    web: WebConfig = field(default_factory=WebConfig)
 
 
 def _check_value(section: str, f: dataclasses.Field, hint: Any, value: Any) -> Any:

@@ -9,10 +9,12 @@ attaches labels, giving frozen :class:`Detection` values.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
+from edge.errors import ModelError
+from edge.runtime.manifest import Manifest
 from edge.runtime.model import TensorInfo
 from edge.vision.preprocess import Transform
 
@@ -38,10 +40,65 @@ class RawDetections(NamedTuple):
 EMPTY = RawDetections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
 
 
+@dataclass(frozen=True, slots=True)
+class Classification:
+    label: str
+    class_id: int
+    score: float
+
+    def as_dict(self) -> dict:
+        return {"label": self.label, "class_id": self.class_id, "score": round(self.score, 4)}
+
+
+class RawClasses(NamedTuple):
+    class_ids: np.ndarray  # [K] int, best first
+    scores: np.ndarray     # [K] float32
+
+
 class Decoder(Protocol):
     layout: str
+    task: str              # "detection" (returns RawDetections) or "classification" (RawClasses)
 
-    def __call__(self, outputs: tuple[np.ndarray, ...]) -> RawDetections: ...
+    def __call__(self, outputs: tuple[np.ndarray, ...]) -> RawDetections | RawClasses: ...
+
+
+@dataclass(frozen=True)
+class DecodeParams:
+    """Run-time settings every decoder may use; 0 means "the manifest's value, else the layout's"."""
+
+    score_threshold: float = 0.0   # candidates below it are dropped before NMS (cheaper)
+    iou_threshold: float = 0.0
+    max_detections: int = 0
+    num_classes: int = 0           # from the labels, when the model and manifest do not say
+
+
+def output_params(manifest: Manifest, layout: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """``manifest.output`` checked against ``spec`` ({key: default}); defaults fill the gaps.
+
+    A value must have the default's type (ints are accepted for floats); unknown keys are errors
+    that list the valid ones, so a typo never silently falls back to a default.
+    """
+    given = {k: v for k, v in manifest.output.items() if k != "layout"}
+    unknown = sorted(set(given) - set(spec))
+    if unknown:
+        raise ModelError(f"output.{unknown[0]} is not a parameter of layout {layout}",
+                         f"valid: {', '.join(sorted(spec))}")
+    values = dict(spec)
+    for key, value in given.items():
+        default = spec[key]
+        kind = type(default)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if default is not None and not isinstance(value, kind):
+            raise ModelError(f"output.{key} = {value!r} in the manifest is not a {kind.__name__}",
+                             f"layout {layout} expects e.g. {default!r}")
+        values[key] = value
+    return values
+
+
+def first_set(*values: float) -> float:
+    """The first non-zero value (run-time flag, then manifest, then layout default)."""
+    return next((v for v in values if v), values[-1])
 
 
 @dataclass(frozen=True)
@@ -58,6 +115,19 @@ def dequantize(array: np.ndarray, tensor: TensorInfo) -> np.ndarray:
         return array.astype(np.float32, copy=False)
     scale, zero_point = tensor.quantization.scalar()
     return (scale * (array.astype(np.int32) - zero_point)).astype(np.float32)
+
+
+def finish_classes(raw: RawClasses, params: FinishParams) -> tuple[Classification, ...]:
+    """Top classes above the threshold (and in ``keep``), at most ``max_detections`` of them."""
+    out = []
+    for c, s in zip(raw.class_ids, raw.scores):
+        c = int(c)
+        if s < params.score_threshold or (params.keep is not None and c not in params.keep):
+            continue
+        out.append(Classification(params.labels.get(c, str(c)), c, float(s)))
+        if params.max_detections and len(out) >= params.max_detections:
+            break
+    return tuple(out)
 
 
 def finish(raw: RawDetections, transform: Transform, params: FinishParams) -> tuple[Detection, ...]:

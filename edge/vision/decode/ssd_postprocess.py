@@ -14,7 +14,7 @@ import numpy as np
 from edge.errors import ModelError
 from edge.runtime.manifest import Manifest
 from edge.runtime.model import DETECTION_POSTPROCESS_OP, ModelInfo
-from edge.vision.decode.base import EMPTY, RawDetections, dequantize
+from edge.vision.decode.base import EMPTY, DecodeParams, RawDetections, dequantize, output_params
 
 LAYOUT = "ssd_postprocess"
 ROLES = ("boxes", "classes", "scores", "count")
@@ -42,6 +42,7 @@ def output_roles(model: ModelInfo) -> dict[str, int]:
 
 class SsdPostprocessDecoder:
     layout = LAYOUT
+    task = "detection"
 
     def __init__(self, model: ModelInfo):
         if len(model.outputs) != 4:
@@ -61,11 +62,9 @@ class SsdPostprocessDecoder:
                              classes.reshape(-1)[:n].astype(np.int64))
 
 
-def build(model: ModelInfo, manifest: Manifest, **_: object) -> SsdPostprocessDecoder:
-    unknown = sorted(set(manifest.output) - {"layout", "max_detections"})
-    if unknown:
-        raise ModelError(f"output.{unknown[0]} is not a parameter of layout {LAYOUT}",
-                         "valid: layout, max_detections")
+def build(model: ModelInfo, manifest: Manifest, params: DecodeParams | None = None) -> SsdPostprocessDecoder:
+    # NMS, its IoU and the model's own limit happen inside the op; max_detections is informative.
+    output_params(manifest, LAYOUT, {"max_detections": 0})
     return SsdPostprocessDecoder(model)
 
 
