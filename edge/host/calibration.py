@@ -1,4 +1,5 @@
-"""Calibration frames for post-training quantization: a video, an image folder, or a .npy file.
+"""Calibration frames for post-training quantization: a video, an image folder (flat, or one
+subfolder per class), or a .npy file.
 
 Frames go through the device's own :class:`~edge.vision.preprocess.Preprocessor` (the same
 code, not a copy) into the float model's input, so calibration sees exactly what the device feeds.
@@ -6,22 +7,65 @@ code, not a copy) into the float model's input, so calibration sees exactly what
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
+import cv2
 import numpy as np
 
 from edge.capture.base import Frame, Source
-from edge.capture.images import ImageFolderSource
+from edge.capture.images import ImageFolderSource, list_images
 from edge.capture.opencv import VideoFileSource
-from edge.errors import ConfigError
+from edge.errors import ConfigError, SourceError
 from edge.runtime.manifest import InputSpec
 from edge.runtime.model import TensorInfo
 from edge.vision.preprocess import Preprocessor
 
 
+def labelled_images(folder: Path) -> list[tuple[Path, int]]:
+    """(image, class index) of a folder with one subfolder per class (class index: the subfolder's
+    position in name order), interleaved across classes so any prefix samples every class."""
+    classes = sorted(p for p in folder.iterdir() if p.is_dir())
+    per_class = [[(f, i) for f in list_images(d)] for i, d in enumerate(classes)]
+    out = []
+    for row in range(max((len(files) for files in per_class), default=0)):
+        out.extend(files[row] for files in per_class if row < len(files))
+    return out
+
+
+class _LabelledFolderSource:
+    """The images of a class-per-subfolder folder (see :func:`labelled_images`), once."""
+
+    live = False
+
+    def __init__(self, folder: Path):
+        self.name = folder.name
+        self._files = labelled_images(folder)
+        self._index = 0
+
+    def open(self) -> None:
+        if not self._files:
+            raise SourceError(f"folder {self.name!r} holds no images and no class subfolders with images")
+
+    def read(self) -> Frame | None:
+        if self._index >= len(self._files):
+            return None
+        path = self._files[self._index][0]
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise SourceError(f"cannot decode image {str(path)!r}", "remove it or convert it to JPEG/PNG")
+        self._index += 1
+        return Frame(image=image, index=self._index - 1, timestamp=time.time(), captured_ns=time.monotonic_ns())
+
+    def close(self) -> None:
+        self._files = []
+
+
 def _source(path: Path) -> Source:
     if path.is_dir():
+        if not list_images(path) and any(p.is_dir() for p in path.iterdir()):
+            return _LabelledFolderSource(path)
         return ImageFolderSource(path)
     return VideoFileSource(path, realtime=False)
 

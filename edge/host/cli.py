@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes-tensor", default="concat_1:0")
     p.add_argument("--anchors-tensor", default="Concatenate/concat:0")
     p.set_defaults(func=cmd_export_ssd)
+
+    from edge.host import model_tools_cli
+    model_tools_cli.register(sub)   # quantize, qat, evaluate
     return parser
 
 

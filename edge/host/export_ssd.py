@@ -13,11 +13,8 @@ threshold) is read from the graph itself, not assumed.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
-import json
 import logging
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from edge.errors import ConfigError, EdgeError
+from edge.host import manifests
 from edge.host.calibration import representative_dataset
 from edge.host.tf import tensorflow
-from edge.runtime.manifest import FORMAT, InputSpec
+from edge.runtime.manifest import InputSpec
 
 log = logging.getLogger(__name__)
 
@@ -252,10 +250,6 @@ class ExportOptions:
     licence: Path | None = None
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def export(graph: Path, out_dir: Path, options: ExportOptions) -> dict:
     """Write <name>_float.tflite, <name>_int8.tflite, labels.txt and manifest.json into ``out_dir``."""
     tf = tensorflow()
@@ -277,9 +271,8 @@ def export(graph: Path, out_dir: Path, options: ExportOptions) -> dict:
         rep = representative_dataset(options.calibration, spec, (facts.width, facts.height),
                                      samples=options.samples, stride=options.stride)
         int8_path.write_bytes(convert(saved, int8=True, representative=rep))
-    (out_dir / "labels.txt").write_text("\n".join(options.labels) + "\n", encoding="utf-8")
-    if options.licence:
-        shutil.copyfile(options.licence, out_dir / "LICENSE")
+    labels = manifests.write_labels(out_dir, options.labels)
+    manifests.copy_licence(out_dir, options.licence)
     output: dict = {"layout": "ssd_postprocess", "max_detections": options.params.max_detections}
     if not options.postprocess:
         output = {"layout": "ssd_anchors", "anchors": np.round(facts.center_anchors(), 6).tolist(),
@@ -287,15 +280,12 @@ def export(graph: Path, out_dir: Path, options: ExportOptions) -> dict:
                   "score": facts.score, "background_class": True, "num_classes": facts.num_classes,
                   "iou_threshold": options.params.iou_threshold or facts.iou_threshold,
                   "max_detections": options.params.max_detections}
-    manifest = {
-        "format": FORMAT, "name": options.name, "task": "detection",
-        "models": {"cpu": int8_path.name, "float": float_path.name},
-        "labels": "labels.txt",
-        "input": {"width": facts.width, "height": facts.height, "colour": "RGB",
-                  "mean": [facts.mean] * 3, "std": [facts.std] * 3, "resize": "stretch"},
-        "output": output,
-        "provenance": {
-            "source": graph.name, "source_sha256": _sha256(graph),
+    return manifests.write_manifest(
+        out_dir / "manifest.json", name=options.name, task="detection",
+        models={"cpu": int8_path.name, "float": float_path.name}, labels=labels,
+        input=manifests.input_dict(spec, facts.width, facts.height), output=output,
+        provenance={
+            "source": graph.name, "source_sha256": manifests.sha256(graph),
             "exporter": "edge-host export-ssd", "tensorflow": tf.__version__,
             "quantization": {"mode": "int8", "io": "uint8 input, float outputs", "per_channel": True,
                              "calibration": options.calibration.name, "samples": options.samples,
@@ -303,9 +293,4 @@ def export(graph: Path, out_dir: Path, options: ExportOptions) -> dict:
             "score": facts.score, "box_scales": list(facts.box_scales),
             "nms": {"iou_threshold": options.params.iou_threshold or facts.iou_threshold,
                     "score_threshold": options.params.score_threshold,
-                    "max_detections": options.params.max_detections},
-            "sha256": {float_path.name: _sha256(float_path), int8_path.name: _sha256(int8_path)},
-        },
-    }
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return manifest
+                    "max_detections": options.params.max_detections}})

@@ -1,0 +1,388 @@
+"""Post-training quantization in every TFLite mode, with the manifest the device needs.
+
+Sources: a Keras model (.keras/.h5), a SavedModel directory, a TF1 frozen graph (input and
+output tensor names given, or a TF1 Object Detection API SSD, which is cut and re-wrapped with
+``TFLite_Detection_PostProcess`` exactly as ``edge-host export-ssd`` does), or a float .tflite
+whose source is lost (quantized with ai-edge-quantizer, no TensorFlow needed for that path).
+
+Modes: ``float32`` (the reference every other mode is compared with), ``float16``, ``dynamic``
+(int8 weights, float activations), ``int8`` (full integer; uint8, int8 or float I/O) and
+``int16x8`` (int16 activations, int8 weights). Per-channel weights by default; ``per_tensor``
+on request. Calibration frames go through the device's own pre-processing
+(:mod:`edge.host.calibration`).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edge.errors import ConfigError, EdgeError, ModelError
+from edge.host import manifests
+from edge.host.calibration import float_inputs, representative_dataset
+from edge.host.tf import tensorflow
+from edge.runtime.manifest import InputSpec
+from edge.runtime.model import DETECTION_POSTPROCESS_OP, read_model
+
+log = logging.getLogger(__name__)
+
+MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
+IO_TYPES = ("uint8", "int8", "float")
+LAYOUTS = ("auto", "classification", "ssd_postprocess", "raw")
+KINDS = ("keras", "saved_model", "frozen_graph", "ssd_graph", "tflite")
+_CALIBRATED = ("int8", "int16x8")
+
+
+@dataclass(frozen=True)
+class SourceModel:
+    """What to convert. ``inputs``/``outputs`` are tensor names for a frozen graph."""
+
+    path: Path
+    kind: str
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    input_size: tuple[int, int] | None = None      # (width, height) where the source leaves it open
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    name: str
+    modes: tuple[str, ...]
+    calibration: Path | None = None
+    samples: int = 100
+    stride: int = 1
+    io: str | None = None                   # int8 I/O; None: uint8 (TF sources) / int8 (tflite sources)
+    per_tensor: bool = False
+    spec: InputSpec = field(default_factory=lambda: InputSpec(mean=(127.5,) * 3, std=(127.5,) * 3))
+    labels: list[str] | None = None
+    layout: str = "auto"
+    latency_runs: int = 20
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class ModeResult:
+    mode: str
+    path: Path
+    size: int
+    latency_ms: float
+    input_type: str
+    output_types: tuple[str, ...]
+
+
+def detect_source(path: Path, inputs: tuple[str, ...] = (), outputs: tuple[str, ...] = (),
+                  input_size: tuple[int, int] | None = None) -> SourceModel:
+    """Classify ``path`` as one of :data:`KINDS`; errors say what each kind needs."""
+    if not path.exists():
+        raise ConfigError(f"model {str(path)!r} does not exist",
+                          "give a .keras/.h5 file, a SavedModel directory, a frozen graph .pb or a float .tflite")
+    if path.is_dir():
+        if not (path / "saved_model.pb").is_file():
+            raise ConfigError(f"directory {str(path)!r} is not a SavedModel (no saved_model.pb)")
+        return SourceModel(path, "saved_model", input_size=input_size)
+    suffix = path.suffix.lower()
+    if suffix in (".keras", ".h5", ".hdf5"):
+        return SourceModel(path, "keras", input_size=input_size)
+    if suffix == ".tflite":
+        return SourceModel(path, "tflite")
+    if suffix == ".pb":
+        if inputs or outputs:
+            if not (inputs and outputs):
+                raise ConfigError(f"frozen graph {path.name}: give both --input-tensors and --output-tensors")
+            if input_size is None:
+                raise ConfigError(f"frozen graph {path.name}: --input-size WxH is required with tensor names")
+            return SourceModel(path, "frozen_graph", inputs, outputs, input_size)
+        return SourceModel(path, "ssd_graph")
+    raise ConfigError(f"model {str(path)!r} has suffix {suffix or '(none)'!r}",
+                      "expected .keras, .h5, .pb, .tflite or a SavedModel directory")
+
+
+class _TfSource:
+    """Makes fresh TFLite converters (they are stateful) for a TensorFlow source."""
+
+    def __init__(self, source: SourceModel, workdir: Path, labels: list[str] | None):
+        self.source = source
+        self.tf = tensorflow()
+        self.spec_override: InputSpec | None = None
+        self.output: dict | None = None
+        self.ssd = False
+        self._saved: Path | None = None
+        self._signature: str | None = None
+        if source.kind == "keras":
+            self._saved, self._signature = _export_keras(source.path, workdir / "saved", source.input_size)
+        elif source.kind == "saved_model":
+            self._saved = source.path
+        elif source.kind == "ssd_graph":
+            self._saved = self._ssd(workdir / "ssd", labels)
+
+    def _ssd(self, directory: Path, labels: list[str] | None) -> Path:
+        from edge.host import export_ssd as ex
+        graph_def = ex.load_graph_def(self.source.path)
+        facts, wrapped = ex.inspect_graph(graph_def, ex.GraphTensors(), self.source.path)
+        if labels is not None and len(labels) != facts.num_classes:
+            raise ConfigError(f"{len(labels)} labels given but the graph predicts {facts.num_classes} classes "
+                              "(besides background)", "pass a labels file with one label per class")
+        params = ex.PostprocessParams()
+        self.spec_override = InputSpec(colour="RGB", mean=(facts.mean,) * 3, std=(facts.std,) * 3,
+                                       resize="stretch", width=facts.width, height=facts.height)
+        self.output = {"layout": "ssd_postprocess", "max_detections": params.max_detections}
+        self.ssd = True
+        return ex.build_saved_model(wrapped, ex.GraphTensors(), facts, params, True, directory)
+
+    def converter(self):
+        tf = self.tf
+        if self.source.kind == "frozen_graph":
+            w, h = self.source.input_size
+            return tf.compat.v1.lite.TFLiteConverter.from_frozen_graph(
+                str(self.source.path), list(self.source.inputs), list(self.source.outputs),
+                {name: [1, h, w, 3] for name in self.source.inputs})
+        keys = [self._signature] if self._signature else None
+        return tf.lite.TFLiteConverter.from_saved_model(str(self._saved), signature_keys=keys)
+
+
+def _export_keras(path: Path, directory: Path, input_size: tuple[int, int] | None) -> tuple[Path, str]:
+    """Keras 3 model → SavedModel with a batch-1 ``serve`` endpoint (ExportArchive keeps the weights)."""
+    tf = tensorflow()
+    import keras
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except (ValueError, OSError, TypeError) as exc:
+        raise ModelError(f"cannot load Keras model {str(path)!r}: {str(exc).splitlines()[0]}") from None
+    shape = list(model.inputs[0].shape)
+    if len(shape) != 4:
+        raise ModelError(f"Keras model {path.name} takes input shape {shape}; edge models take images "
+                         "[batch, height, width, channels]")
+    if input_size:
+        shape[1:3] = [input_size[1], input_size[0]]
+    if shape[1] is None or shape[2] is None:
+        raise ConfigError(f"Keras model {path.name} leaves its input size open ({shape})", "pass --input-size WxH")
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", lambda x: model(x, training=False),
+                         input_signature=[tf.TensorSpec([1, *shape[1:]], tf.float32)])
+    archive.write_out(str(directory), verbose=False)
+    return directory, "serve"
+
+
+def _tf_convert(src: _TfSource, mode: str, options: QuantizeOptions,
+                representative: Callable | None) -> bytes:
+    tf = src.tf
+    converter = src.converter()
+    if mode != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if mode in _CALIBRATED:
+        converter.representative_dataset = representative
+        if options.per_tensor:
+            converter._experimental_disable_per_channel = True
+    if mode == "int8":
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        io = options.io or "uint8"
+        if io != "float":
+            converter.inference_input_type = {"uint8": tf.uint8, "int8": tf.int8}[io]
+            # SSD post-processing stays float behind a DEQUANTIZE: quantizing its outputs would also
+            # quantize the count and class ids.
+            if not src.ssd:
+                converter.inference_output_type = {"uint8": tf.uint8, "int8": tf.int8}[io]
+    if mode == "int16x8":
+        ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        if src.ssd:
+            # TFLite_Detection_PostProcess has no 16x8 kernel; it runs float behind a DEQUANTIZE.
+            ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
+        converter.target_spec.supported_ops = ops
+    try:
+        return converter.convert()
+    except (ValueError, RuntimeError, TypeError) as exc:
+        lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+        raise EdgeError(f"the TFLite converter failed in mode {mode}: {lines[-1] if lines else exc}") from None
+
+
+def _aeq_convert(path: Path, mode: str, options: QuantizeOptions, calibration: list[np.ndarray] | None) -> bytes:
+    """ai-edge-quantizer on a float .tflite (it needs a signature; static modes make the I/O int8)."""
+    from ai_edge_quantizer import algorithm_manager, qtyping, quantizer
+    from ai_edge_litert.interpreter import Interpreter
+
+    if mode == "float32":
+        return path.read_bytes()
+    signatures = Interpreter(model_path=str(path)).get_signature_list()
+    if not signatures:
+        raise ModelError(f"{path.name} has no signature; ai-edge-quantizer needs one",
+                         "re-export the float model with a serving signature, or quantize its source model")
+    key = next(iter(signatures))
+    qt = quantizer.Quantizer(str(path))
+    op = qtyping.TFLOperationName.ALL_SUPPORTED
+    granularity = (qtyping.QuantGranularity.TENSORWISE if options.per_tensor
+                   else qtyping.QuantGranularity.CHANNELWISE)
+    if mode == "float16":
+        qt.add_weight_only_config(".*", op, 16, algorithm_key=algorithm_manager.AlgorithmName.FLOAT_CASTING)
+    elif mode == "dynamic":
+        qt.add_dynamic_config(".*", op, 8, granularity=granularity)
+    else:
+        qt.add_static_config(".*", op, 8 if mode == "int8" else 16, 8, weight_granularity=granularity)
+    result = None
+    if qt.need_calibration:
+        name = signatures[key]["inputs"][0]
+        result = qt.calibrate({key: [{name: x} for x in calibration]})
+    try:
+        return bytes(qt.quantize(result, enable_progress_report=False).quantized_model)
+    except (ValueError, RuntimeError, KeyError) as exc:
+        raise EdgeError(f"ai-edge-quantizer failed in mode {mode}: {exc}") from None
+
+
+def latency_ms(path: Path, runs: int, threads: int = 2) -> float:
+    """Median invoke time over ``runs`` (after two warm-up runs) with XNNPACK on the CPU."""
+    from ai_edge_litert.interpreter import Interpreter
+    interpreter = Interpreter(model_path=str(path), num_threads=threads)
+    interpreter.allocate_tensors()
+    for detail in interpreter.get_input_details():
+        interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+    times = []
+    for i in range(runs + 2):
+        start = time.perf_counter()
+        interpreter.invoke()
+        if i >= 2:
+            times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times) if times else float("nan")
+
+
+def _layout(model_path: Path, requested: str) -> str:
+    if requested != "auto":
+        return requested
+    info = read_model(model_path)
+    if info.find_op(DETECTION_POSTPROCESS_OP) is not None:
+        return "ssd_postprocess"
+    if len(info.outputs) == 1 and len(info.outputs[0].shape) == 2:
+        return "classification"
+    raise ConfigError(f"cannot tell the output layout of {model_path.name} (outputs "
+                      f"{[list(t.shape) for t in info.outputs]})", f"pass --layout (one of {', '.join(LAYOUTS[1:])})")
+
+
+def _model_size(path: Path) -> tuple[int, int]:
+    info = read_model(path)
+    shape = info.inputs[0].shape
+    if len(shape) != 4 or shape[3] != 3:
+        raise ModelError(f"{path.name} takes input {list(shape)}; edge models take [1, height, width, 3] images")
+    return int(shape[2]), int(shape[1])
+
+
+def quantize(source: SourceModel, out_dir: Path, options: QuantizeOptions) -> list[ModeResult]:
+    """Write ``<name>_<mode>.tflite`` and ``<name>_<mode>.json`` per mode (plus ``manifest.json``
+    naming the int8 and float32 models, and ``comparison.md`` when several modes are written)."""
+    bad = [m for m in options.modes if m not in MODES]
+    if bad:
+        raise ConfigError(f"unknown mode {bad[0]!r}", f"valid: {', '.join(MODES)}, all")
+    if options.io not in (None, *IO_TYPES):
+        raise ConfigError(f"unknown I/O type {options.io!r}", f"valid: {', '.join(IO_TYPES)}")
+    if options.layout not in LAYOUTS:
+        raise ConfigError(f"unknown layout {options.layout!r}", f"valid: {', '.join(LAYOUTS)}")
+    if source.kind == "tflite" and options.io not in (None, "int8"):
+        raise ConfigError(f"--io {options.io} is not available for a .tflite source",
+                          "ai-edge-quantizer makes static int8 models with int8 I/O (use --io int8)")
+    needs_data = any(m in _CALIBRATED for m in options.modes)
+    if needs_data and options.calibration is None:
+        raise ConfigError(f"modes {', '.join(m for m in options.modes if m in _CALIBRATED)} need calibration data",
+                          "pass --calibration (a video, an image folder or a .npy array)")
+    if needs_data and not Path(options.calibration).exists():
+        raise ConfigError(f"calibration data {str(options.calibration)!r} does not exist",
+                          "give a video file, an image folder or a .npy array")
+    if options.samples <= 0 or options.stride <= 0:
+        raise ConfigError(f"samples {options.samples} / stride {options.stride} must be positive")
+    modes = ("float32",) + tuple(m for m in MODES[1:] if m in options.modes)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {m: out_dir / f"{options.name}_{m}.tflite" for m in modes}
+    with tempfile.TemporaryDirectory(prefix="edge-quantize-") as tmp:
+        if source.kind == "tflite":
+            src = None
+            paths["float32"].write_bytes(_aeq_convert(source.path, "float32", options, None))
+        else:
+            src = _TfSource(source, Path(tmp), options.labels)
+            log.info("converting %s to float32", source.path.name)
+            paths["float32"].write_bytes(_tf_convert(src, "float32", options, None))
+        spec = src.spec_override if src and src.spec_override else options.spec
+        width, height = _model_size(paths["float32"])
+        for mode in modes[1:]:
+            log.info("converting %s to %s%s", source.path.name, mode,
+                     " (per-tensor)" if options.per_tensor and mode in _CALIBRATED else "")
+            if src is None:
+                data = None
+                if mode in _CALIBRATED:
+                    data = list(float_inputs(options.calibration, spec, (width, height), stride=options.stride,
+                                             limit=options.samples))
+                    if not data:
+                        raise ConfigError(f"calibration data {str(options.calibration)!r} yielded no frames")
+                paths[mode].write_bytes(_aeq_convert(source.path, mode, options, data))
+            else:
+                rep = (representative_dataset(options.calibration, spec, (width, height), samples=options.samples,
+                                              stride=options.stride, progress=options.progress)
+                       if mode in _CALIBRATED else None)
+                paths[mode].write_bytes(_tf_convert(src, mode, options, rep))
+        output = dict(src.output) if src and src.output else {"layout": _layout(paths["float32"], options.layout)}
+    if output["layout"] == "raw":
+        output = {}
+    labels = manifests.write_labels(out_dir, options.labels)
+    task = "classification" if output.get("layout") == "classification" else "detection"
+    results = []
+    for mode in modes:
+        # float32 is always written: every other mode's float twin.
+        models = {"cpu": paths[mode].name, "float": paths["float32"].name}
+        manifests.write_manifest(
+            paths[mode].with_suffix(".json"), name=options.name, task=task, models=models, labels=labels,
+            input=manifests.input_dict(spec, width, height), output=output,
+            provenance=_provenance(source, mode, options))
+        info = read_model(paths[mode])
+        results.append(ModeResult(mode, paths[mode], paths[mode].stat().st_size,
+                                  latency_ms(paths[mode], options.latency_runs), info.inputs[0].type,
+                                  tuple(t.type for t in info.outputs)))
+    if "int8" in paths:
+        shutil.copyfile(paths["int8"].with_suffix(".json"), out_dir / "manifest.json")
+    if len(results) > 1:
+        (out_dir / "comparison.md").write_text(comparison_table(results), encoding="utf-8")
+    return results
+
+
+def _provenance(source: SourceModel, mode: str, options: QuantizeOptions) -> dict:
+    quant: dict = {"mode": mode}
+    if mode in _CALIBRATED:
+        quant.update(per_channel=not options.per_tensor, calibration=Path(options.calibration).name,
+                     samples=options.samples, stride=options.stride)
+    if mode == "int8":
+        quant["io"] = options.io or ("int8" if source.kind == "tflite" else "uint8")
+    prov = {"source": source.path.name, "source_sha256": manifests.source_sha256(source.path),
+            "source_kind": source.kind, "exporter": "edge-host quantize", "quantization": quant}
+    if source.kind == "tflite":
+        prov["quantizer"] = "ai-edge-quantizer"
+    else:
+        prov["tensorflow"] = tensorflow().__version__
+    return prov
+
+
+def comparison_table(results: list[ModeResult]) -> str:
+    """Markdown table: size and CPU latency of every mode, relative to float32."""
+    base = next((r for r in results if r.mode == "float32"), results[0])
+    lines = ["| mode | file | size (KB) | size vs float32 | latency (ms, median) | latency vs float32 | input | outputs |",
+             "|---|---|---:|---:|---:|---:|---|---|"]
+    for r in results:
+        lines.append(f"| {r.mode} | {r.path.name} | {r.size / 1024:.0f} | {r.size / base.size:.2f} | "
+                     f"{r.latency_ms:.2f} | {r.latency_ms / base.latency_ms:.2f} | {r.input_type} | "
+                     f"{', '.join(sorted(set(r.output_types)))} |")
+    return "\n".join(lines) + "\n"
+
+
+def parse_modes(text: str) -> tuple[str, ...]:
+    """``all`` or a comma-separated list of :data:`MODES`; an unknown name is an error."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if names == ["all"]:
+        return MODES
+    bad = [n for n in names if n not in MODES]
+    if bad or not names:
+        raise ConfigError(f"unknown mode {bad[0] if bad else text!r}", f"valid: {', '.join(MODES)}, all")
+    return tuple(names)
