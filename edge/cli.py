@@ -169,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_info)
     cfg = sub.add_parser("config", parents=[common], help="every configuration key, its default and meaning")
     cfg.set_defaults(func=cmd_config)
+    from edge.bench.cli import add_bench_flags, cmd_bench
+    bench = sub.add_parser("bench", parents=[common], help="benchmark: raw invoke statistics per backend, the "
+                                                           "pipeline, the serial loop, a simulated accelerator")
+    _add_model_flags(bench)
+    add_bench_flags(bench)
+    bench.set_defaults(func=cmd_bench)
     parser.commands = tuple(sub.choices)
     return parser
 

@@ -82,7 +82,8 @@ def resolve(cfg: ModelConfig) -> ModelSet:
     return ModelSet(path, role, manifest)
 
 
-def _check_precision(model: ModelInfo, allow_float: bool) -> None:
+def check_precision(model: ModelInfo, allow_float: bool) -> None:
+    """Refuse a model that is not full-integer int8 unless ``allow_float`` (then warn)."""
     if model.precision == "int8" or allow_float:
         if model.precision != "int8":
             log.warning("running %s model %s (--allow-float): expect it to be several times slower than int8",
@@ -90,6 +91,9 @@ def _check_precision(model: ModelInfo, allow_float: bool) -> None:
         return
     raise ModelError(f"{model.path.name} is a {model.precision} model; edge run expects a full-integer int8 "
                      "model", "quantize it with `edge-host quantize --mode int8`, or pass --allow-float")
+
+
+_check_precision = check_precision  # the former private name
 
 
 def _open_cpu(models: ModelSet, cfg: ModelConfig, runtime: Runtime, why: str) -> Loaded:
@@ -101,7 +105,7 @@ def _open_cpu(models: ModelSet, cfg: ModelConfig, runtime: Runtime, why: str) ->
     if model.edgetpu:
         raise ModelError(f"{path.name} is compiled for the Edge TPU and {why}",
                          "name a CPU model as models.cpu in the manifest")
-    _check_precision(model, cfg.allow_float)
+    check_precision(model, cfg.allow_float)
     backend = TFLiteBackend(model, runtime, threads=cfg.threads)
     reason = f"CPU ({backend.name}): {why}"
     log.info("running %s on %s", path.name, reason)
@@ -115,7 +119,7 @@ def _open_edgetpu(models: ModelSet, cfg: ModelConfig, runtime: Runtime, spec: ed
         raise ModelError(f"{models.requested.name} is not compiled for the Edge TPU and its manifest names no "
                          "edgetpu twin", "compile it with `edge-host compile`, or use --device cpu")
     model = read_model(path)
-    _check_precision(model, allow_float=False)
+    check_precision(model, allow_float=False)
     delegate = edgetpu.load_delegate(runtime, spec)
     backend = TFLiteBackend(model, runtime, threads=cfg.threads, delegates=[delegate],
                             name=f"edgetpu:{spec.delegate_option or 'auto'}")

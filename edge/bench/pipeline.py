@@ -1,0 +1,147 @@
+"""Pipeline mode: the real daemon pipeline (``edge.app.assemble``) end to end, side by side with references.
+
+Each round loads the model once through :func:`edge.app.assemble` and measures, one after the
+other on that same backend: raw back-to-back invokes on a real frame (the reference throughput),
+the daemon pipeline over the source, and the serial tutorial loop over the same source. With a
+simulated accelerator it then runs the pipeline and the serial loop again with a
+:class:`~edge.runtime.simulated.SimulatedBackend` in place of the model (same preprocessing,
+decoding of the model's real outputs, sinks). Ratios are computed within a round, so load from
+other processes affects both sides of a ratio alike; rounds are repeated and the median reported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge.app import assemble, make_sinks
+from edge.bench.passes import PassResult, RecordingStats, steady_fps, summarize_stages
+from edge.bench.raw import fill_input, invoke_samples
+from edge.bench.serial import serial_pass
+from edge.bench.statistics import Summary, ratio, summarize
+from edge.capture import make_source
+from edge.capture.base import Frame
+from edge.config import Config, merge
+from edge.errors import SourceError
+from edge.pipeline import Pipeline
+from edge.runtime.backend import Backend
+from edge.runtime.simulated import SimulatedBackend
+from edge.vision.preprocess import Preprocessor
+
+log = logging.getLogger(__name__)
+
+
+def bench_config(config: Config, jsonl: Path, max_frames: int) -> Config:
+    """``config`` for benchmarking: files read as fast as possible (every frame), no live line."""
+    return merge(config, {"source": {"realtime": False, "loop": False},
+                          "output": {"jsonl": str(jsonl), "live": "off", "max_frames": max_frames}})
+
+
+def reference_frame(config: Config) -> Frame:
+    """The first frame of the source, for raw invokes on a real picture."""
+    source = make_source(config.source)
+    source.open()
+    try:
+        frame = source.read()
+    finally:
+        source.close()
+    if frame is None:
+        raise SourceError(f"source {config.source.uri!r} delivered no frame")
+    return frame
+
+
+@dataclass
+class Round:
+    raw: Summary                       # back-to-back invokes on the pipeline's own backend
+    pipeline: PassResult
+    serial: PassResult | None = None
+    sim_raw: Summary | None = None
+    sim_pipeline: PassResult | None = None
+    sim_serial: PassResult | None = None
+    sim_seconds: float = 0.0
+
+    def ratios(self) -> dict[str, float]:
+        out = {"pipeline_over_raw": ratio(self.pipeline.fps, self.raw.throughput)}
+        if self.serial:
+            out["pipeline_over_serial"] = ratio(self.pipeline.fps, self.serial.fps)
+            out["serial_ceiling"] = serial_ceiling(self.serial)
+        if self.sim_pipeline:
+            out["sim_pipeline_over_nominal"] = ratio(self.sim_pipeline.fps, 1.0 / self.sim_seconds)
+            out["sim_pipeline_over_sim_raw"] = ratio(self.sim_pipeline.fps, self.sim_raw.throughput)
+        if self.sim_pipeline and self.sim_serial:
+            out["sim_pipeline_over_sim_serial"] = ratio(self.sim_pipeline.fps, self.sim_serial.fps)
+            out["sim_serial_ceiling"] = serial_ceiling(self.sim_serial)
+        return out
+
+
+def serial_ceiling(serial: PassResult) -> float:
+    """The best pipeline/serial ratio possible: the serial period over its slowest stage."""
+    stages = {k: v.mean for k, v in serial.stages.items() if k != "total"}
+    return ratio(serial.stages["total"].mean, max(stages.values()))
+
+
+def median_ratios(rounds: list[Round]) -> dict[str, dict[str, float]]:
+    """Each ratio's median, min and max over the rounds."""
+    keys = {k for r in rounds for k in r.ratios()}
+    out = {}
+    for key in sorted(keys):
+        values = [r.ratios()[key] for r in rounds if key in r.ratios()]
+        out[key] = {"median": statistics.median(values), "min": min(values), "max": max(values),
+                    "rounds": values}
+    return out
+
+
+def _pipeline_pass(pipeline: Pipeline, stats: RecordingStats, simulated: bool) -> PassResult:
+    summary = pipeline.run()
+    return PassResult("pipeline", pipeline.backend.name, simulated, summary.frames, summary.seconds,
+                      steady_fps(stats.finished), summary.captured, summary.dropped,
+                      summarize_stages(stats.samples), stats.samples)
+
+
+def _opened(config: Config):
+    source = make_source(config.source)
+    source.open()
+    return source
+
+
+def _raw_reference(backend: Backend, preprocessor: Preprocessor, frame: Frame, warmup: int, runs: int) -> Summary:
+    fill_input(backend, preprocessor, frame)
+    for _ in range(warmup):
+        backend.invoke()
+    return summarize(invoke_samples(backend, runs))
+
+
+def run_round(config: Config, frame: Frame, *, warmup: int, runs: int, serial: bool = True,
+              simulate_ms: float = 0.0) -> Round:
+    """One round: raw reference, pipeline, serial, then the same with the simulated accelerator."""
+    stats = RecordingStats()
+    assembly = assemble(config, stats=stats)
+    backend = assembly.loaded.backend
+    pre, post = assembly.pipeline.preprocessor, assembly.pipeline.postprocess
+    try:
+        raw = _raw_reference(backend, pre, frame, warmup, runs)
+        result = Round(raw, _pipeline_pass(assembly.pipeline, stats, False))
+        if serial:
+            result.serial = serial_pass(_opened(config), backend, pre, post,
+                                        max_frames=config.output.max_frames)
+        if simulate_ms > 0:
+            fill_input(backend, pre, frame)
+            backend.invoke()
+            sim = SimulatedBackend.like(backend, simulate_ms / 1e3)
+            result.sim_seconds = sim.seconds
+            result.sim_raw = summarize(invoke_samples(sim, max(10, min(runs, 100))))
+            sim_stats = RecordingStats()
+            source = _opened(config)
+            sinks = make_sinks(dataclasses.replace(config, output=dataclasses.replace(config.output, live="off")),
+                               sim_stats, source.name)
+            pipeline = Pipeline(source, sim, pre, post, sinks, sim_stats, max_frames=config.output.max_frames)
+            result.sim_pipeline = _pipeline_pass(pipeline, sim_stats, True)
+            if serial:
+                result.sim_serial = serial_pass(_opened(config), sim, pre, post,
+                                                max_frames=config.output.max_frames, simulated=True)
+    finally:
+        backend.close()
+    return result

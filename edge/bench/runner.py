@@ -1,0 +1,208 @@
+"""``edge bench``: runs the selected modes and gathers one report (a JSON-ready dict).
+
+Modes: ``raw`` (benchmark_model-style invoke statistics per backend variant), ``pipeline`` (the
+daemon pipeline, side by side with raw invokes on its own backend, ``rounds`` times), ``serial``
+(the tutorial loop, in the same rounds), ``simulated`` (pipeline and serial loop again with a
+SIMULATED accelerator), ``coldstart`` (spawn → first detection, daemon RSS).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import os
+import platform
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge import __version__
+from edge.bench import raw as rawmode
+from edge.bench.coldstart import measure_cold_start
+from edge.bench.pipeline import Round, bench_config, median_ratios, reference_frame, run_round
+from edge.bench.power import PowerSampler, make_reader
+from edge.config import Config
+from edge.errors import ConfigError
+from edge.runtime import loader
+from edge.runtime.backend import default_threads
+from edge.runtime.interpreter import load_runtime
+from edge.vision.preprocess import Preprocessor
+
+log = logging.getLogger(__name__)
+
+MODES = ("raw", "pipeline", "serial", "simulated", "coldstart")
+DEFAULT_BACKENDS = ("cpu", "cpu-builtin", "float", "edgetpu", "simulated")
+
+# goal name -> (ratio key or report path, comparison, target): the issue's "done when"
+GOALS = (
+    ("pipeline / raw invoke (CPU)", "pipeline_over_raw", ">=", 0.95),
+    ("simulated pipeline / (1 / simulated ms)", "sim_pipeline_over_nominal", ">=", 0.95),
+    ("simulated pipeline / simulated serial", "sim_pipeline_over_sim_serial", ">=", 2.0),
+)
+
+
+@dataclass
+class Options:
+    config: Config
+    modes: tuple[str, ...] = MODES
+    backends: tuple[str, ...] = ()          # empty: every one available (DEFAULT_BACKENDS)
+    threads: list[int] = field(default_factory=list)   # raw mode; empty: 1..cores
+    warmup: int = 10
+    runs: int = 100
+    min_seconds: float = 0.0
+    rounds: int = 3
+    frames: int = 0                         # per pipeline/serial pass; 0: the whole source
+    simulate_ms: float = 7.2
+    coldstart_frames: int = 100
+    power: str = "auto"
+    watts: float = 0.0
+    model_args: list[str] = field(default_factory=list)   # the model flags, for the cold-start process
+
+    def validate(self) -> None:
+        unknown = [m for m in self.modes if m not in MODES]
+        if unknown:
+            raise ConfigError(f"unknown mode {unknown[0]!r}", f"valid modes: {', '.join(MODES)}")
+        if not self.modes:
+            raise ConfigError("no mode selected", f"valid modes: {', '.join(MODES)}")
+        if self.runs < 1:
+            raise ConfigError(f"--runs {self.runs} is not positive", "measure at least one run")
+        if self.warmup < 0:
+            raise ConfigError(f"--warmup {self.warmup} is negative")
+        if self.rounds < 1:
+            raise ConfigError(f"--rounds {self.rounds} is not positive", "run at least one round")
+        if self.min_seconds < 0:
+            raise ConfigError(f"--min-seconds {self.min_seconds} is negative")
+        if self.frames < 0:
+            raise ConfigError(f"--frames {self.frames} is negative", "0 means the whole source")
+        if "simulated" in self.modes and not self.simulate_ms > 0:
+            raise ConfigError(f"--simulate-ms {self.simulate_ms} is not positive",
+                              "give the accelerator's time per inference in ms, e.g. 7.2")
+
+
+def _host() -> dict:
+    return {"machine": platform.machine(), "system": f"{platform.system()} {platform.release()}",
+            "python": sys.version.split()[0], "cpus": default_threads(),
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+
+
+def run_raw(opts: Options, models: loader.ModelSet, report: dict, power) -> list[rawmode.RawResult]:
+    runtime = load_runtime(opts.config.model.runtime)
+    explicit = bool(opts.backends)
+    kinds = list(opts.backends or DEFAULT_BACKENDS)
+    if "simulated" not in opts.modes and not explicit:
+        kinds.remove("simulated")
+    device = opts.config.model.device if opts.config.model.device.startswith("edgetpu") else "edgetpu"
+    variants = rawmode.variants(kinds, opts.threads or rawmode.parse_threads(""), models, explicit=explicit,
+                                device=device, simulated_ms=opts.simulate_ms)
+    frame = reference_frame(opts.config)
+    results = []
+    for variant in variants:
+        log.info("raw: %s", variant.label)
+
+        def prepare(backend, _variant=variant):
+            manifest_input = models.manifest.input
+            pre = Preprocessor(manifest_input, backend.model.inputs[0], backend.input_shape)
+            rawmode.fill_input(backend, pre, frame)
+
+        sampler = PowerSampler(power) if power else contextlib.nullcontext()
+        with sampler:
+            result = rawmode.measure(
+                lambda v=variant: rawmode.open_variant(v, models, runtime, allow_float=opts.config.model.allow_float),
+                variant, prepare, warmup=opts.warmup, runs=opts.runs, min_seconds=opts.min_seconds,
+                runtime=f"{runtime.name} {runtime.version}")
+        entry = result.as_dict()
+        if power:
+            # includes init, first inference and warm-up: an upper bound per recorded inference
+            entry["energy"] = sampler.energy.as_dict(result.latency.count + opts.warmup + 1)
+        report["raw"].append(entry)
+        results.append(result)
+    report["int8_over_float"] = {str(t): r for t, r in rawmode.int8_float_ratios(results).items()}
+    return results
+
+
+def run_rounds(opts: Options, report: dict, power, tmp: Path) -> list[Round]:
+    config = bench_config(opts.config, tmp / "bench.jsonl", opts.frames)
+    frame = reference_frame(config)
+    rounds = []
+    for i in range(opts.rounds):
+        log.info("round %d/%d", i + 1, opts.rounds)
+        sampler = PowerSampler(power) if power else contextlib.nullcontext()
+        with sampler:
+            rnd = run_round(config, frame, warmup=opts.warmup, runs=opts.runs, serial="serial" in opts.modes,
+                            simulate_ms=opts.simulate_ms if "simulated" in opts.modes else 0.0)
+        entry = {"raw_invoke_ms": rnd.raw.as_ms(), "raw_throughput_per_s": rnd.raw.throughput,
+                 "pipeline": rnd.pipeline.as_dict(), "ratios": rnd.ratios()}
+        for name in ("serial", "sim_pipeline", "sim_serial"):
+            if getattr(rnd, name) is not None:
+                entry[name] = getattr(rnd, name).as_dict()
+        if rnd.sim_raw is not None:
+            entry["sim_raw_invoke_ms"] = rnd.sim_raw.as_ms()
+        if power:
+            frames = rnd.pipeline.frames + sum(p.frames for p in (rnd.serial, rnd.sim_pipeline, rnd.sim_serial) if p)
+            entry["energy"] = sampler.energy.as_dict(frames + rnd.raw.count)
+        report["rounds"].append(entry)
+        rounds.append(rnd)
+    report["ratios"] = median_ratios(rounds)
+    return rounds
+
+
+def goals(report: dict) -> list[dict]:
+    out = []
+    ratios = report.get("ratios", {})
+    for name, key, op, target in GOALS:
+        if key in ratios:
+            value = ratios[key]["median"]
+            out.append({"goal": name, "value": value, "target": f"{op} {target}", "met": value >= target})
+    i8f = report.get("int8_over_float") or {}
+    for threads, value in i8f.items():
+        out.append({"goal": f"int8 / float32 invoke latency ({threads} thr)", "value": value, "target": "<= 0.5",
+                    "met": value <= 0.5})
+    cold = report.get("coldstart")
+    if cold:
+        out.append({"goal": "cold start to first detection (s)", "value": cold["first_detection_s"],
+                    "target": "<= 1.5", "met": cold["first_detection_s"] <= 1.5})
+        out.append({"goal": "daemon RSS (MiB)", "value": cold["rss_mb"], "target": "<= 150",
+                    "met": cold["rss_mb"] <= 150})
+    return out
+
+
+def run(opts: Options) -> tuple[dict, dict]:
+    """Run the benchmark; returns (report, samples) — samples (seconds) feed the plot only."""
+    opts.validate()
+    models = loader.resolve(opts.config.model)      # a missing model fails here, before anything runs
+    power = make_reader(opts.power, opts.watts)
+    runtime = load_runtime(opts.config.model.runtime)
+    report: dict = {
+        "edge": __version__, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "host": _host(), "runtime": f"{runtime.name} {runtime.version}", "model": models.requested.name,
+        "source": opts.config.source.uri, "modes": list(opts.modes),
+        "settings": {"warmup": opts.warmup, "runs": opts.runs, "min_seconds": opts.min_seconds,
+                     "rounds": opts.rounds, "frames": opts.frames, "pipeline_threads":
+                     opts.config.model.threads or default_threads(), "simulate_ms": opts.simulate_ms},
+        "raw": [], "rounds": [],
+        "power": {"source": power.name if power else None,
+                  "note": None if power else "no power reader configured (--power pmic|hwmon|static --watts W)"},
+    }
+    samples: dict = {"raw": {}, "pipeline": {}, "serial": {}}
+    if "raw" in opts.modes:
+        for result in run_raw(opts, models, report, power):
+            samples["raw"][result.variant.label] = result.samples
+    if {"pipeline", "serial", "simulated"} & set(opts.modes):
+        with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp:
+            rounds = run_rounds(opts, report, power, Path(tmp))
+        last = rounds[-1]
+        samples["pipeline"] = {f"pipeline {last.pipeline.backend}": last.pipeline.samples}
+        if last.sim_pipeline:
+            samples["pipeline"][f"pipeline {last.sim_pipeline.backend}"] = last.sim_pipeline.samples
+        if last.serial:
+            samples["serial"][f"serial {last.serial.backend}"] = last.serial.samples
+        if last.sim_serial:
+            samples["serial"][f"serial {last.sim_serial.backend}"] = last.sim_serial.samples
+    if "coldstart" in opts.modes:
+        log.info("cold start")
+        report["coldstart"] = measure_cold_start(opts.model_args, opts.config.source.uri,
+                                                 opts.coldstart_frames).as_dict()
+    report["goals"] = goals(report)
+    return report, samples
