@@ -1,0 +1,200 @@
+"""``edge run --service``: the pipeline as a systemd service (Type=notify).
+
+- READY=1 once the first frame went through the model and reached the sinks, not before.
+- WATCHDOG=1 from frame progress (:class:`~edge.service.watchdog.FrameWatchdog`); STATUS= with
+  FPS, backend and counters every ``[service] status_interval`` seconds, and a stall note.
+- EXTEND_TIMEOUT_USEC while the model loads, so a slow first load is not killed as a hang.
+- SIGTERM/SIGINT: STOPPING=1, frames in flight are decoded and published, sinks flushed and
+  closed, exit 0. SIGHUP: re-read the configuration and reload the model; a configuration that
+  fails to validate or to load is logged and the running one is kept.
+- The source is wrapped in a :class:`~edge.capture.reconnect.ReconnectingSource` (``[service]
+  reconnect``), and an Edge TPU backend in a :class:`~edge.runtime.failover.FailoverBackend`.
+
+The pipeline runs in a worker thread; the main thread handles signals and status.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Callable
+
+from edge.capture.base import Source
+from edge.capture.reconnect import Backoff, ReconnectingSource
+from edge.config import Config
+from edge.errors import EdgeError
+from edge.service.notify import Notifier, watchdog_period
+from edge.service.watchdog import FrameWatchdog, StatusReporter, status_line
+from edge.telemetry.stats import PipelineStats
+
+log = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+DRAIN_TIMEOUT = 20.0   # seconds to finish frames in flight; below the unit's TimeoutStopSec
+
+
+def precheck(config: Config) -> None:
+    """The cheap part of :func:`edge.app.assemble`: raises EdgeError for a config that cannot run."""
+    from edge.app import finish_params
+    from edge.capture import make_source
+    from edge.runtime import edgetpu, loader
+
+    edgetpu.parse_device(config.model.device)
+    models = loader.resolve(config.model)
+    finish_params(config, models.manifest)
+    make_source(config.source)
+
+
+class Daemon:
+    """Runs, reloads and stops the pipeline; ``load_config`` re-reads the file (and flags) on SIGHUP."""
+
+    def __init__(self, load_config: Callable[[], Config], notifier: Notifier | None = None,
+                 stats: PipelineStats | None = None):
+        self.load_config = load_config
+        self.notifier = notifier or Notifier()
+        self.stats = stats or PipelineStats()
+        self.watchdog = FrameWatchdog(self.notifier, watchdog_period())
+        self.ready = threading.Event()
+        self.reloads = 0
+        self._wake = threading.Event()
+        self._stop_requested = False
+        self._reload_requested = False
+        self._source_stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    # signals: set flags and wake the main loop; the work happens there
+    def _on_signal(self, signum: int, _frame) -> None:
+        name = signal.Signals(signum).name
+        if signum == signal.SIGHUP:
+            log.info("%s received: reloading the configuration", name)
+            self._reload_requested = True
+        else:
+            log.info("%s received: finishing frames in flight, then exiting", name)
+            self._stop_requested = True
+        self._wake.set()
+
+    def _on_published(self, _result) -> None:
+        if not self.ready.is_set():
+            self.ready.set()
+            snap = self.stats.snapshot()
+            log.info("first frame processed on %s: ready", snap.backend)
+            self.notifier.ready(status_line(snap))
+        self.watchdog()
+
+    def _assemble(self, config: Config):
+        from edge.app import assemble
+        from edge.runtime.failover import wrap_for_failover
+
+        self._source_stop = threading.Event()
+        stop = self._source_stop
+
+        def wrap(source: Source) -> Source:
+            if not config.service.reconnect:
+                return source
+            backoff = Backoff(config.service.reconnect_initial, config.service.reconnect_max)
+            return ReconnectingSource(source, backoff, stop=stop, on_reconnect=lambda: self.stats.count("reconnects"))
+
+        self.notifier.extend_timeout(config.service.load_timeout)
+        self.notifier.status(f"loading {config.model.path or 'the default model'}")
+        assembly = assemble(config, stats=self.stats, wrap_source=wrap)
+        pipeline = assembly.pipeline
+        pipeline.backend = wrap_for_failover(assembly.loaded, config, self.stats)
+        self.stats.backend = pipeline.backend.name
+        pipeline.on_published.append(self._on_published)
+        log.info("service: source %s, model %s, %s", pipeline.source.name, assembly.loaded.model.path.name,
+                 assembly.loaded.reason)
+        return assembly
+
+    def _start(self, assembly) -> None:
+        self._error = None
+
+        def work() -> None:
+            try:
+                assembly.pipeline.run()
+            except BaseException as exc:  # reported by the main thread, which decides the exit status
+                self._error = exc
+            finally:
+                self._wake.set()
+
+        self._worker = threading.Thread(target=work, name="pipeline", daemon=True)
+        self._worker.start()
+
+    def _halt(self, assembly) -> bool:
+        """Stop the pipeline, letting frames in flight finish; False if it did not stop in time."""
+        self._source_stop.set()
+        assembly.pipeline.stop()
+        assert self._worker is not None
+        self._worker.join(DRAIN_TIMEOUT)
+        if self._worker.is_alive():
+            log.error("the pipeline did not stop within %.0f s (a stuck invoke or source read?)", DRAIN_TIMEOUT)
+            return False
+        return True
+
+    def _reload(self, config: Config, assembly):
+        """Returns the (config, assembly) that runs after a SIGHUP."""
+        self._reload_requested = False
+        try:
+            new = self.load_config()
+            precheck(new)
+        except EdgeError as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            self.notifier.status(f"reload refused ({exc.message}); running the previous configuration")
+            return config, assembly
+        self.notifier.reloading()
+        if not self._halt(assembly):
+            raise SystemExit(1)
+        try:
+            assembly = self._assemble(new)
+            config = new
+            self.reloads += 1
+            log.info("configuration reloaded (#%d)", self.reloads)
+        except EdgeError as exc:
+            log.error("reload failed, going back to the previous configuration: %s", exc)
+            assembly = self._assemble(config)
+        self._start(assembly)
+        self.notifier.ready(f"reloaded; {status_line(self.stats.snapshot())}")
+        return config, assembly
+
+    def run(self) -> int:
+        """Run until a stop signal (exit 0), the source's end (0) or a pipeline error (1)."""
+        previous = {s: signal.signal(s, self._on_signal) for s in (*STOP_SIGNALS, signal.SIGHUP)}
+        try:
+            config = self.load_config()
+            assembly = self._assemble(config)
+            reporter = StatusReporter(self.notifier, self.stats, config.service.status_interval)
+            self._start(assembly)
+            while True:
+                self._wake.wait(min(1.0, config.service.status_interval))
+                self._wake.clear()
+                if self._stop_requested:
+                    self.notifier.stopping("finishing frames in flight")
+                    return 0 if self._halt(assembly) else 1
+                if self._reload_requested:
+                    config, assembly = self._reload(config, assembly)
+                    reporter = StatusReporter(self.notifier, self.stats, config.service.status_interval)
+                    continue
+                assert self._worker is not None
+                if not self._worker.is_alive():
+                    return self._ended()
+                if self.ready.is_set():
+                    reporter.maybe_report(self.watchdog.stalled_for())
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            snap = self.stats.snapshot()
+            log.info("service ends: %d frames inferred, %d published, %d dropped, %d reconnects, %d reloads",
+                     snap.inferred, snap.published, snap.dropped, snap.reconnects, self.reloads)
+            self.notifier.close()
+
+    def _ended(self) -> int:
+        self.notifier.stopping("pipeline ended")
+        if self._error is None:
+            log.info("the source ended")
+            return 0
+        if isinstance(self._error, EdgeError):
+            log.error("pipeline stopped: %s", self._error)
+        else:
+            log.error("pipeline failed", exc_info=self._error)
+        return 1

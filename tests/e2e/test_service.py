@@ -1,0 +1,125 @@
+"""`edge run --service` as systemd runs it: a subprocess, a real AF_UNIX notify socket, signals.
+
+Real model (the embedded int8 SSDLite on XNNPACK), real clip. The stalling source comes from
+tests/faults.py (registered through the source registry by the test entry point only).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+
+import pytest
+
+from tests.e2e.service_harness import Daemon, NotifyListener
+from tests.helpers import run_edge
+
+
+@pytest.fixture
+def listener(tmp_path):
+    listener = NotifyListener(str(tmp_path / "notify.sock"))
+    yield listener
+    listener.close()
+
+
+def _daemon(tmp_path, listener, *args, watchdog_usec=None):
+    return Daemon(list(args), tmp_path, listener.address, watchdog_usec)
+
+
+def test_ready_only_after_the_first_inference_then_watchdog_and_status(tmp_path, listener):
+    daemon = _daemon(tmp_path, listener, "--jsonl", "events.jsonl", watchdog_usec=1_000_000)
+    try:
+        ready = listener.wait_for("READY", "1", proc=daemon)[0]
+        # Before READY: the model load announced (EXTEND_TIMEOUT_USEC), no watchdog ping yet.
+        before = [m for t, m in listener.messages if t < ready[0]]
+        assert any("EXTEND_TIMEOUT_USEC" in m for m in before)
+        assert not any("WATCHDOG" in m for m in before)
+        assert "first frame processed" in daemon.log()
+        assert re.match(r"[\d.]+ fps on cpu/xnnpack x\d+, [1-9]\d* frames", ready[1]["STATUS"])
+        pings = listener.wait_for("WATCHDOG", "1", count=4, proc=daemon)
+        gaps = [b[0] - a[0] for a, b in zip(pings, pings[1:])]
+        assert min(gaps) >= 0.2   # rate-limited to a quarter of WatchdogSec=1 s
+        assert daemon.stop() == 0
+        assert "STOPPING" in listener.messages[-1][1]
+    finally:
+        daemon.kill()
+
+
+def test_watchdog_pings_stop_when_the_source_stalls(tmp_path):
+    # An abstract-namespace socket, as systemd uses by default.
+    listener = NotifyListener(f"@edge-test-{os.getpid()}-{time.monotonic_ns()}")
+    marker = tmp_path / "stalled"
+    daemon = _daemon(tmp_path, listener, "--source", f"fault:stall-after=40,marker={marker}", "--jsonl", "",
+                     watchdog_usec=400_000)
+    try:
+        listener.wait_for("READY", "1", proc=daemon)
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert time.monotonic() < deadline and daemon.proc.poll() is None, daemon.log()
+            time.sleep(0.02)
+        stalled_at = time.monotonic()
+        time.sleep(3.0)
+        pings = [t for t, _ in listener.having("WATCHDOG", "1")]
+        assert any(t < stalled_at for t in pings), "pings flowed while frames did"
+        late = [round(t - stalled_at, 2) for t in pings if t > stalled_at + 2.0]
+        assert not late, f"watchdog pings {late} s after the source stalled"
+        assert daemon.proc.poll() is None   # still running: systemd, not the daemon, acts on the stall
+    finally:
+        daemon.kill()
+        listener.close()
+
+
+def _events(path):
+    return [e for e in map(json.loads, path.read_text().splitlines()) if "frame" in e]
+
+
+def test_sigterm_drains_and_every_processed_frame_is_in_the_jsonl(tmp_path, listener):
+    # --as-fast-as-possible: lock-step, no frame skipped, so the frames processed are 0..N-1 and a
+    # plain `edge run --max-frames N` gives the events they must have produced.
+    daemon = _daemon(tmp_path, listener, "--jsonl", "events.jsonl", "--as-fast-as-possible")
+    try:
+        listener.wait_for("READY", "1", proc=daemon)
+        time.sleep(2.0)
+        assert daemon.stop() == 0, daemon.log()
+    finally:
+        daemon.kill()
+    log = daemon.log()
+    inferred, published = map(int, re.search(r"service ends: (\d+) frames inferred, (\d+) published", log).groups())
+    assert inferred == published > 30
+    reference = run_edge("run", "--as-fast-as-possible", "--max-frames", str(published), "--jsonl", "ref.jsonl",
+                         cwd=tmp_path)
+    assert reference.returncode == 0, reference.stderr
+    got, want = _events(tmp_path / "events.jsonl"), _events(tmp_path / "ref.jsonl")
+    assert want and [e["frame"] for e in got] == [e["frame"] for e in want]
+    assert [e["detections"] for e in got] == [e["detections"] for e in want]
+
+
+def test_sighup_with_a_broken_config_keeps_the_running_one(tmp_path, listener):
+    config = tmp_path / "edge.toml"
+    config.write_text('[detect]\nscore_threshold = 0.6\n[output]\njsonl = ""\n')
+    daemon = _daemon(tmp_path, listener, "--config", str(config))
+    try:
+        listener.wait_for("READY", "1", proc=daemon)
+        config.write_text('[detect]\nscore_threshold = 7\n')
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_log("reload refused, keeping the running configuration")
+        assert "detect.score_threshold = 7" in daemon.log()
+        pings = len(listener.having("WATCHDOG", "1"))
+        listener.wait_for("WATCHDOG", "1", count=pings + 2, proc=daemon)   # frames still flow
+        assert any("reload refused" in m.get("STATUS", "") for _, m in listener.messages)
+
+        config.write_text('[detect]\nscore_threshold = 0.4\n[output]\njsonl = "after.jsonl"\n')
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_log("configuration reloaded (#1)")
+        listener.wait_for("RELOADING", "1", proc=daemon)
+        listener.wait_for("READY", "1", count=2, proc=daemon)
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "after.jsonl").exists() or not (tmp_path / "after.jsonl").read_text():
+            assert time.monotonic() < deadline, daemon.log()
+            time.sleep(0.1)
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
