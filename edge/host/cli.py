@@ -52,6 +52,19 @@ def cmd_export_ssd(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_build_test_models(args: argparse.Namespace) -> int:
+    from edge.host import testmodels
+    from edge.resources import sample_clip
+
+    layouts = tuple(args.layouts.split(",")) if args.layouts else testmodels.LAYOUTS
+    unknown = sorted(set(layouts) - set(testmodels.LAYOUTS))
+    if unknown:
+        raise ConfigError(f"--layouts: unknown layout {unknown[0]!r}", f"valid: {', '.join(testmodels.LAYOUTS)}")
+    for layout in testmodels.build_all(Path(args.out), sample_clip(), layouts):
+        print(f"{layout}: {Path(args.out) / layout}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-host", description="Quantize, export, compile and bundle "
                                                                    "models for edge (runs on the host).")
@@ -79,8 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--anchors-tensor", default="Concatenate/concat:0")
     p.set_defaults(func=cmd_export_ssd)
 
+    p = sub.add_parser("build-test-models", help="small int8/float TFLite models per output layout, with "
+                                                 "TensorFlow-computed decoder references (for tests)")
+    p.add_argument("--out", default="tests/data/models", help="output directory (default tests/data/models)")
+    p.add_argument("--layouts", help="comma-separated subset of: yolov8, yolov5, ssd_anchors, ssd_postprocess, "
+                                     "classification")
+    p.set_defaults(func=cmd_build_test_models)
+
     from edge.host import model_tools_cli
     model_tools_cli.register(sub)   # quantize, qat, evaluate
+    from edge.host import cli_edgetpu
+    cli_edgetpu.register(sub)       # check-edgetpu, compile, bundle, deploy
     return parser
 
 
