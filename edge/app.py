@@ -6,6 +6,7 @@ Shared by ``edge run``, ``edge bench`` and the service, so that all of them run 
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -17,6 +18,7 @@ from edge.runtime import edgetpu, loader
 from edge.runtime.manifest import Manifest
 from edge.telemetry.jsonl import JsonlSink
 from edge.telemetry.live import LiveLine
+from edge.telemetry.hub import Telemetry
 from edge.telemetry.stats import PipelineStats
 from edge.vision.decode import FinishParams, make_decoder, make_postprocess
 from edge.vision.labels import load_labels
@@ -32,6 +34,7 @@ class Assembly:
     pipeline: Pipeline
     stats: PipelineStats
     sinks: list[Sink] = field(default_factory=list)
+    telemetry: Telemetry | None = None
 
 
 def finish_params(config: Config, manifest: Manifest) -> FinishParams:
@@ -48,16 +51,59 @@ def finish_params(config: Config, manifest: Manifest) -> FinishParams:
                         max_detections=config.detect.max_detections, labels=labels, keep=keep)
 
 
-def make_sinks(config: Config, stats: PipelineStats, source_name: str) -> list[Sink]:
+def make_sinks(config: Config, stats: PipelineStats, source_name: str,
+               telemetry: Telemetry | None = None) -> list[Sink]:
     """The sinks ``[output]`` asks for."""
     sinks: list[Sink] = []
+    system = telemetry.system if telemetry else None
     if config.output.jsonl:
-        sinks.append(JsonlSink(config.output.jsonl, source_name))
+        out = config.output
+        sinks.append(JsonlSink(out.jsonl, source_name, max_bytes=out.jsonl_max_bytes, backups=out.jsonl_backups,
+                               stats=telemetry.payload if telemetry else None, stats_interval=out.jsonl_stats))
     if config.output.live != "off":
-        live = LiveLine(stats)
+        live = LiveLine(stats, system=system)
         if config.output.live == "on" or live.tty:
             sinks.append(live)
     return sinks
+
+
+def make_exporters(config: Config, stats: PipelineStats, source_name: str) -> Telemetry:
+    """The system monitor and the exporters ``[prometheus]``, ``[mqtt]``, ``[web]`` ask for, started."""
+    from edge.telemetry.system import SystemMonitor
+
+    power, tel = config.power, config.telemetry
+    live = config.output.live == "on" or (config.output.live == "auto" and sys.stderr.isatty())
+    if not (live or config.output.jsonl_stats or config.prometheus.port or config.mqtt.host or config.web.port):
+        return Telemetry(stats)      # nothing would read the system monitor
+    system = SystemMonitor(stats, interval=tel.interval, power=power.source, sys_root=tel.sys_root,
+                           hwmon_chip=power.hwmon_chip, scale=power.scale, offset=power.offset,
+                           static_watts=power.static_watts)
+    telemetry = Telemetry(stats, system.start())
+    try:
+        if config.prometheus.port:
+            from edge.telemetry.prometheus import PrometheusExporter
+            telemetry.prometheus = PrometheusExporter(stats, system, config.prometheus.port,
+                                                      config.prometheus.address)
+            telemetry.add(telemetry.prometheus, per_frame=False)
+        if config.mqtt.host:
+            from edge.telemetry.mqtt import MqttExporter, split_host
+            m = config.mqtt
+            host, port = split_host(m.host, m.port)
+            telemetry.mqtt = MqttExporter(stats, telemetry.payload, source_name, host=host, port=port,
+                                          prefix=m.prefix, qos=m.qos, client_id=m.client_id, username=m.username,
+                                          password=m.password, stats_interval=m.stats_interval,
+                                          reconnect_max=m.reconnect_max)
+            telemetry.add(telemetry.mqtt, per_frame=True)
+        if config.web.port:
+            from edge.web.server import WebServer
+            w = config.web
+            telemetry.web = WebServer(stats, telemetry.payload, port=w.port, address=w.address, fps=w.fps,
+                                      quality=w.quality)
+            telemetry.add(telemetry.web, per_frame=True)
+    except BaseException:
+        telemetry.close()
+        raise
+    return telemetry
 
 
 def assemble(config: Config, extra_sinks: list[Sink] | None = None,
@@ -84,7 +130,12 @@ def assemble(config: Config, extra_sinks: list[Sink] | None = None,
         source.close()
         raise
     stats = stats or PipelineStats()
-    sinks = make_sinks(config, stats, source.name) + list(extra_sinks or [])
+    try:
+        telemetry = make_exporters(config, stats, source.name)
+    except BaseException:
+        source.close()
+        raise
+    sinks = make_sinks(config, stats, source.name, telemetry) + [telemetry] + list(extra_sinks or [])
     pipeline = Pipeline(source, loaded.backend, preprocessor, make_postprocess(decoder, params), sinks,
                         stats, max_frames=config.output.max_frames)
-    return Assembly(config, loaded, pipeline, stats, sinks)
+    return Assembly(config, loaded, pipeline, stats, sinks, telemetry)

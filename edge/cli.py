@@ -27,6 +27,8 @@ RUN_FLAGS = {
     "iou_threshold": ("detect", "iou_threshold"),
     "classes": ("detect", "classes"),
     "jsonl": ("output", "jsonl"), "live": ("output", "live"), "max_frames": ("output", "max_frames"),
+    "prometheus": ("prometheus", "port"), "mqtt": ("mqtt", "host"), "mqtt_prefix": ("mqtt", "prefix"),
+    "web": ("web", "port"), "power": ("power", "source"),
 }
 
 
@@ -67,6 +69,12 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--jsonl", help="detection events file (default detections.jsonl; '' for none)")
     g.add_argument("--live", help="live status line: auto | on | off")
     g.add_argument("--max-frames", type=int, help="stop after this many frames")
+    g = p.add_argument_group("telemetry")
+    g.add_argument("--prometheus", type=int, metavar="PORT", help="serve Prometheus /metrics on 127.0.0.1:PORT")
+    g.add_argument("--mqtt", metavar="HOST[:PORT]", help="publish events and stats to this MQTT broker")
+    g.add_argument("--mqtt-prefix", metavar="PREFIX", help="MQTT topic prefix (default edge)")
+    g.add_argument("--web", type=int, metavar="PORT", help="serve the live view on 127.0.0.1:PORT")
+    g.add_argument("--power", help="power reading: auto | pmic | hwmon | static | none")
     p.add_argument("--service", action="store_true",
                    help="run as a systemd service: sd_notify READY/WATCHDOG/STATUS, SIGHUP reloads, "
                         "the source is reopened when it ends or fails (see [service])")

@@ -1,4 +1,4 @@
-"""The live status line: FPS, latency percentiles and detections, for interactive runs.
+"""The live status line: FPS, latency percentiles, watts, J/inference, temperature, detections.
 
 On a terminal the line is redrawn in place a few times a second; otherwise (a pipe, the journal)
 one line is logged every ``interval`` seconds so logs stay readable.
@@ -7,29 +7,47 @@ one line is logged every ``interval`` seconds so logs stay readable.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 from typing import TextIO
 
 from edge.pipeline import FrameResult
 from edge.telemetry.stats import PipelineStats, Snapshot
+from edge.telemetry.system import SystemMonitor, SystemSample
 
 log = logging.getLogger("edge.live")
 
 
-def format_line(snap: Snapshot) -> str:
+def format_system(sample: SystemSample | None) -> str:
+    """`` | 4.2 W 0.084 J/inf | 54.6 °C``: only what is available."""
+    if sample is None:
+        return ""
+    parts = []
+    if not math.isnan(sample.watts):
+        jpi = sample.joules_per_inference
+        parts.append(f"{sample.watts:.2f} W" + ("" if math.isnan(jpi) else f" {jpi:.3f} J/inf"))
+    if sample.temperatures:
+        parts.append(f"{sample.max_celsius:.1f} °C")
+    if sample.throttle is not None and sample.throttle.throttled.now:
+        parts.append("THROTTLED " + ",".join(sorted(sample.throttle.throttled.now)))
+    return "".join(" | " + p for p in parts)
+
+
+def format_line(snap: Snapshot, sample: SystemSample | None = None) -> str:
     e2e = snap.latency["end_to_end"]
     inv = snap.latency["invoke"]
     people = ", ".join(f"{label} {n}" for label, n in sorted(snap.detections.items())) or "none yet"
     return (f"{snap.fps_inference:5.1f} fps | invoke p50 {inv[50] * 1e3:5.1f} ms p95 {inv[95] * 1e3:5.1f} ms"
             f" | end-to-end p50 {e2e[50] * 1e3:5.1f} ms p95 {e2e[95] * 1e3:5.1f} ms"
-            f" | frames {snap.inferred} dropped {snap.dropped} | detections: {people}")
+            f"{format_system(sample)} | frames {snap.inferred} dropped {snap.dropped} | detections: {people}")
 
 
 class LiveLine:
     def __init__(self, stats: PipelineStats, stream: TextIO = sys.stderr, *, tty: bool | None = None,
-                 interval: float | None = None):
+                 interval: float | None = None, system: SystemMonitor | None = None):
         self.stats = stats
+        self.system = system
         self.stream = stream
         self.tty = stream.isatty() if tty is None else tty
         self.interval = interval if interval is not None else (0.25 if self.tty else 10.0)
@@ -44,7 +62,7 @@ class LiveLine:
         self._draw()
 
     def _draw(self) -> None:
-        line = format_line(self.stats.snapshot())
+        line = format_line(self.stats.snapshot(), self.system.latest() if self.system else None)
         if self.tty:
             self.stream.write("\r\x1b[2K" + line)
             self.stream.flush()

@@ -1,0 +1,145 @@
+"""MQTT exporter (paho-mqtt 2.x): detection events and periodic stats, Frigate-style topics.
+
+Topics under a configurable prefix (default ``edge``):
+
+- ``<prefix>/available``: ``online`` (retained) once connected; ``offline`` as the will and on close.
+- ``<prefix>/events``: one JSON message per frame with detections (the JSONL event).
+- ``<prefix>/<source>/<label>``: the number of ``label`` in the latest frame, when it changes (retained).
+- ``<prefix>/stats``: the stats payload every ``stats_interval`` seconds and once at the end.
+
+The broker may be down at start or go away: paho's network thread reconnects with exponential
+backoff (1 s doubling to ``reconnect_max``). Messages published while disconnected are dropped at
+QoS 0 (counted as ``mqtt_publish`` errors) and queued by paho at QoS 1 and 2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import socket
+import threading
+from collections import Counter
+from typing import Callable
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge.errors import ConfigError
+from edge.pipeline import FrameResult
+from edge.telemetry.jsonl import event
+from edge.telemetry.stats import PipelineStats
+
+log = logging.getLogger(__name__)
+
+
+def split_host(host: str, port: int) -> tuple[str, int]:
+    """``host`` or ``host:port`` (as --mqtt takes it) → (host, port)."""
+    name, sep, tail = host.rpartition(":")
+    if not sep or "]" in tail:        # no port given (or a bare [IPv6] address)
+        return host.strip("[]"), port
+    if not tail.isdigit() or not 0 < int(tail) < 65536:
+        raise ConfigError(f"MQTT broker {host!r} has a bad port {tail!r}", "use HOST or HOST:PORT, port 1-65535")
+    return name.strip("[]"), int(tail)
+
+
+def topic_part(name: str) -> str:
+    """A source or label name made safe as one topic level (no '/', '+', '#', spaces)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "_"
+
+
+class MqttExporter:
+    def __init__(self, stats: PipelineStats, stats_payload: Callable[[], dict], source: str, *, host: str,
+                 port: int = 1883, prefix: str = "edge", qos: int = 0, client_id: str = "", username: str = "",
+                 password: str = "", stats_interval: float = 10.0, reconnect_max: float = 60.0,
+                 keepalive: int = 60):
+        self.stats = stats
+        self.stats_payload = stats_payload
+        self.prefix = prefix.rstrip("/")
+        self.source = source
+        self.source_topic = topic_part(os.path.basename(source) or source)
+        self.qos = qos
+        self.stats_interval = stats_interval
+        self.connected = threading.Event()
+        self._counts: dict[str, int] = {}
+        self._stop = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
+                                  client_id=client_id or f"edge-{socket.gethostname()}-{os.getpid()}")
+        if username:
+            self.client.username_pw_set(username, password or None)
+        self.client.will_set(self.topic("available"), "offline", qos=qos, retain=True)
+        self.client.reconnect_delay_set(1, max(1, int(reconnect_max)))
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_connect_fail = self._on_connect_fail
+        self._failed_logged = False
+        self.address = f"{host}:{port}"
+        # connect_async: a broker that is down at start is retried by the network thread, not fatal
+        self.client.connect_async(host, port, keepalive)
+        self.client.loop_start()
+        self._timer = threading.Thread(target=self._stats_loop, name="mqtt-stats", daemon=True)
+        self._timer.start()
+        log.info("MQTT to %s:%d under %s/", host, port, self.prefix)
+
+    def topic(self, *parts: str) -> str:
+        return "/".join((self.prefix, *parts))
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.warning("MQTT broker refused the connection: %s", reason_code)
+            return
+        log.info("MQTT connected to %s", self.address)
+        self._failed_logged = False
+        self.connected.set()
+        client.publish(self.topic("available"), "online", qos=self.qos, retain=True)
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        if not self._failed_logged:      # once: the network thread keeps retrying with backoff
+            self._failed_logged = True
+            log.warning("MQTT broker %s unreachable; retrying with backoff", self.address)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if self.connected.is_set() and not self._stop.is_set():
+            log.warning("MQTT disconnected (%s); reconnecting with backoff", reason_code)
+            self.stats.error("mqtt_disconnect")
+        self.connected.clear()
+
+    def _send(self, topic: str, payload: str, retain: bool = False) -> None:
+        info = self.client.publish(topic, payload, qos=self.qos, retain=retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            self.stats.error("mqtt_publish")
+
+    def publish(self, result: FrameResult) -> None:
+        counts = Counter(d.label for d in result.detections)
+        if result.detections:
+            self._send(self.topic("events"), json.dumps(event(result, self.source), separators=(",", ":")))
+        for label in set(counts) | set(self._counts):
+            n = counts.get(label, 0)
+            if self._counts.get(label) != n:
+                self._send(self.topic(self.source_topic, topic_part(label)), str(n), retain=True)
+        self._counts = {label: n for label, n in counts.items()} | {
+            label: 0 for label in self._counts if label not in counts}
+
+    def publish_stats(self) -> None:
+        self._send(self.topic("stats"), json.dumps(self.stats_payload(), separators=(",", ":")))
+
+    def _stats_loop(self) -> None:
+        while not self._stop.wait(self.stats_interval):
+            if self.connected.is_set():
+                self.publish_stats()
+
+    def close(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._timer.join(timeout=5.0)
+        if self.connected.is_set():
+            self.publish_stats()
+            done = self.client.publish(self.topic("available"), "offline", qos=self.qos, retain=True)
+            try:
+                done.wait_for_publish(timeout=2.0)
+            except (RuntimeError, ValueError) as exc:   # not queued because the connection went away
+                log.warning("MQTT: final messages not sent: %s", exc)
+        self.client.disconnect()
+        self.client.loop_stop()

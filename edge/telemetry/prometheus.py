@@ -1,0 +1,168 @@
+"""Prometheus /metrics: pipeline counters, latency histograms, FPS, power, energy, temperatures.
+
+A custom collector on its own ``CollectorRegistry`` reads a consistent snapshot of
+:class:`PipelineStats` and the latest :class:`SystemSample` at every scrape, so the pipeline
+threads pay nothing per frame for the exporter. Names follow Prometheus conventions: base units
+(``_seconds``, ``_watts``, ``_celsius``, ``_joules_total``, ``_bytes``), ``_total`` counters. A
+source that cannot be read has ``edge_<source>_available 0`` with the reason as a label instead
+of zero readings. The server binds 127.0.0.1 unless configured otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Iterator
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily,
+                                    InfoMetricFamily, Metric)
+
+from edge.errors import ConfigError
+from edge.telemetry.stats import COUNTER_HELP, PipelineStats
+from edge.telemetry.system import SOURCES, SystemMonitor
+from edge.telemetry.vcgencmd import THROTTLE_FLAGS
+
+log = logging.getLogger(__name__)
+
+FRAME_COUNTERS = ("captured", "dropped", "inferred", "published")
+HISTOGRAMS = {"end_to_end": ("edge_end_to_end_seconds", "Capture to results published, per frame."),
+              "frame_age": ("edge_frame_age_seconds", "Age of a frame when inference took it.")}
+STAGE_HELP = "Time per pipeline stage (preprocess, invoke, postprocess, publish), per frame."
+
+
+def _bucket_rows(buckets) -> list[tuple[str, int]]:
+    return [("+Inf" if math.isinf(b) else repr(b), n) for b, n in buckets]
+
+
+class EdgeCollector:
+    """Builds every edge_* family from the stats and system snapshots at scrape time."""
+
+    def __init__(self, stats: PipelineStats, system: SystemMonitor | None = None):
+        self.stats = stats
+        self.system = system
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._pipeline()
+        if self.system is not None:
+            yield from self._system()
+
+    def _pipeline(self) -> Iterator[Metric]:
+        snap = self.stats.snapshot()
+        info = InfoMetricFamily("edge_pipeline", "The backend running the model.")
+        info.add_metric([], {"backend": snap.backend or "none"})
+        yield info
+        for name, value in snap.counts.items():
+            metric = f"edge_frames_{name}" if name in FRAME_COUNTERS else f"edge_{name}"
+            yield CounterMetricFamily(metric, COUNTER_HELP.get(name, f"Count of {name}."), value=value)
+        det = CounterMetricFamily("edge_detections", "Detections published, by label.", labels=["label"])
+        for label, n in sorted(snap.detections.items()):
+            det.add_metric([label], n)
+        yield det
+        err = CounterMetricFamily("edge_errors", "Errors, by kind.", labels=["kind"])
+        for kind, n in sorted(snap.errors.items()):
+            err.add_metric([kind], n)
+        yield err
+        fps = GaugeMetricFamily("edge_fps", "Frames per second over the last seconds, by stage.",
+                                labels=["stage"])
+        for stage, value in (("capture", snap.fps_capture), ("inference", snap.fps_inference),
+                             ("published", snap.fps_published)):
+            fps.add_metric([stage], value)
+        yield fps
+        stages = HistogramMetricFamily("edge_stage_seconds", STAGE_HELP, labels=["stage"])
+        for stage, hist in snap.histograms.items():
+            if stage in HISTOGRAMS:
+                name, help_text = HISTOGRAMS[stage]
+                one = HistogramMetricFamily(name, help_text)
+                one.add_metric([], _bucket_rows(hist.buckets), hist.sum)
+                yield one
+            else:
+                stages.add_metric([stage], _bucket_rows(hist.buckets), hist.sum)
+        yield stages
+        recent = GaugeMetricFamily("edge_recent_latency_seconds", "Latency percentiles over the last frames "
+                                   "(sliding window), by stage and quantile.", labels=["stage", "quantile"])
+        for stage, qs in snap.latency.items():
+            for q, value in qs.items():
+                if not math.isnan(value):
+                    recent.add_metric([stage, f"{q / 100:g}"], value)
+        yield recent
+        yield GaugeMetricFamily("edge_uptime_seconds", "Seconds since the pipeline started.", value=snap.uptime)
+
+    def _system(self) -> Iterator[Metric]:
+        sample = self.system.latest()
+        for source in SOURCES:
+            available = GaugeMetricFamily(f"edge_{source}_available", f"1 when {source} telemetry is read, 0 "
+                                          "with the reason when it cannot be.", labels=["reason"])
+            reason = sample.unavailable.get(source)
+            available.add_metric([reason or ""], 0 if reason else 1)
+            yield available
+        if "power" not in sample.unavailable and sample.power_source:
+            labels = ["source"]
+            yield _gauge("edge_power_watts", "Power draw (see the power source's caveats).", labels,
+                         [([sample.power_source], sample.watts)])
+            yield _counter("edge_energy_joules", "Energy integrated from the power readings.", labels,
+                           [([sample.power_source], sample.joules)])
+            if not math.isnan(sample.joules_per_inference):
+                yield _gauge("edge_energy_per_inference_joules", "Energy per inference over the last seconds.",
+                             labels, [([sample.power_source], sample.joules_per_inference)])
+            if sample.rails:
+                yield _gauge("edge_power_rail_watts", "Raspberry Pi 5 PMIC power per rail.", ["rail"],
+                             [([rail], w) for rail, w in sorted(sample.rails.items())])
+        if sample.temperatures:
+            yield _gauge("edge_temperature_celsius", "Temperatures, by sensor and source.", ["sensor", "source"],
+                         [([t.sensor, t.source], t.celsius) for t in sample.temperatures])
+        if sample.throttle is not None:
+            state = sample.throttle.throttled
+            rows = []
+            for flag in THROTTLE_FLAGS.values():
+                rows.append(([flag, "now"], 1.0 if flag in state.now else 0.0))
+                rows.append(([flag, "since_boot"], 1.0 if flag in state.since_boot else 0.0))
+            yield _gauge("edge_throttle", "Raspberry Pi firmware throttle flags (vcgencmd get_throttled).",
+                         ["flag", "when"], rows)
+            yield _gauge("edge_arm_clock_hertz", "Real ARM clock (vcgencmd measure_clock arm).", [],
+                         [([], sample.throttle.arm_hz)])
+        if sample.process is not None:
+            p = sample.process
+            yield _counter("edge_process_cpu_seconds", "CPU time (user + system) of this process.", [],
+                           [([], p.cpu_seconds)])
+            if not math.isnan(p.cpu_percent):
+                yield _gauge("edge_process_cpu_ratio", "CPU use between samples; 1 = one core.", [],
+                             [([], p.cpu_percent / 100)])
+            yield _gauge("edge_process_resident_memory_bytes", "Resident memory.", [], [([], p.rss_bytes)])
+            yield _gauge("edge_process_threads", "Threads of this process.", [], [([], p.threads)])
+
+
+def _gauge(name: str, help_text: str, labels: list[str], rows) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, help_text, labels=labels)
+    for values, value in rows:
+        family.add_metric(values, value)
+    return family
+
+
+def _counter(name: str, help_text: str, labels: list[str], rows) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, help_text, labels=labels)
+    for values, value in rows:
+        family.add_metric(values, value)
+    return family
+
+
+class PrometheusExporter:
+    """Serves /metrics from its own registry on ``address:port`` in a daemon thread."""
+
+    def __init__(self, stats: PipelineStats, system: SystemMonitor | None, port: int,
+                 address: str = "127.0.0.1"):
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(EdgeCollector(stats, system))
+        try:
+            self._server, self._thread = start_http_server(port, addr=address, registry=self.registry)
+        except OSError as exc:
+            raise ConfigError(f"cannot serve Prometheus metrics on {address}:{port}: {exc.strerror}",
+                              "choose a free port with --prometheus PORT") from None
+        self.port = self._server.server_port
+        log.info("Prometheus metrics on http://%s:%d/metrics", address, self.port)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

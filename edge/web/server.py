@@ -1,0 +1,179 @@
+"""The live view: a small HTTP server run by the daemon (stdlib ``ThreadingHTTPServer``).
+
+Routes:
+
+- ``/``: the page (:mod:`edge.web.page`): the stream, current stats and a latency chart.
+- ``/stream.mjpg``: the annotated frames as MJPEG (``multipart/x-mixed-replace``), at most ``fps``.
+- ``/snapshot.jpg``: the latest annotated frame.
+- ``/stats``: the stats payload as JSON (:func:`edge.telemetry.report.stats_payload`).
+
+The pipeline's post-processing thread only hands over a reference to the latest result
+(:meth:`WebServer.publish`); drawing and JPEG encoding happen on the viewers' threads, once per
+frame however many viewers there are. Binds 127.0.0.1 unless configured otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from edge.errors import ConfigError
+from edge.pipeline import FrameResult
+from edge.telemetry.stats import PipelineStats
+from edge.web.page import PAGE
+
+log = logging.getLogger(__name__)
+
+BOX_BGR = (255, 0, 255)      # magenta: rare in street scenes, easy to find in a screenshot
+BOUNDARY = "edgeframe"
+
+
+def to_bgr(image: np.ndarray, fmt: str) -> np.ndarray:
+    if fmt == "RGB":
+        return cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    if fmt == "YUV420":
+        return cv2.cvtColor(image, cv2.COLOR_YUV2BGR_I420)
+    return image.copy()
+
+
+def annotate(result: FrameResult) -> np.ndarray:
+    """The frame (BGR) with every detection's box and ``label score`` drawn on it."""
+    image = to_bgr(result.frame.image, result.frame.format)
+    thick = max(2, round(max(image.shape[:2]) / 320))
+    for det in result.detections:
+        x0, y0, x1, y1 = (int(round(v)) for v in det.box)
+        cv2.rectangle(image, (x0, y0), (x1, y1), BOX_BGR, thick)
+        text = f"{det.label} {det.score:.2f}"
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+        ty = max(th + base, y0)
+        cv2.rectangle(image, (x0, ty - th - base), (x0 + tw, ty), BOX_BGR, -1)
+        cv2.putText(image, text, (x0, ty - base), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    return image
+
+
+class WebServer:
+    def __init__(self, stats: PipelineStats, payload: Callable[[], dict], *, port: int,
+                 address: str = "127.0.0.1", fps: float = 10.0, quality: int = 80):
+        self.stats = stats
+        self.payload = payload
+        self.period = 1.0 / fps
+        self.quality = quality
+        self._cond = threading.Condition()
+        self._latest: FrameResult | None = None
+        self._seq = 0
+        self._jpeg: tuple[int, bytes] = (-1, b"")
+        self._stop = threading.Event()
+        handler = type("Handler", (_Handler,), {"view": self})
+        try:
+            self._server = ThreadingHTTPServer((address, port), handler)
+        except OSError as exc:
+            raise ConfigError(f"cannot serve the live view on {address}:{port}: {exc.strerror}",
+                              "choose a free port with --web PORT") from None
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="web", daemon=True)
+        self._thread.start()
+        log.info("live view on http://%s:%d/", address, self.port)
+
+    def publish(self, result: FrameResult) -> None:
+        with self._cond:
+            self._latest = result
+            self._seq += 1
+            self._cond.notify_all()
+
+    def wait_frame(self, after: int, timeout: float) -> int:
+        """The sequence number of a frame newer than ``after`` (``after`` again on timeout or stop)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._seq > after or self._stop.is_set(), timeout)
+            return self._seq
+
+    def jpeg(self) -> tuple[int, bytes]:
+        """(sequence, JPEG) of the latest annotated frame, encoded once per frame."""
+        with self._cond:
+            seq, result = self._seq, self._latest
+        if result is None:
+            return -1, b""
+        cached = self._jpeg
+        if cached[0] == seq:
+            return cached
+        ok, data = cv2.imencode(".jpg", annotate(result), [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        if not ok:
+            raise RuntimeError("OpenCV could not encode a JPEG")
+        self._jpeg = (seq, data.tobytes())
+        return self._jpeg
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def close(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5.0)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    view: WebServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt: str, *args) -> None:
+        log.debug("web %s " + fmt, self.client_address[0], *args)
+
+    def _send(self, body: bytes, ctype: str, status: HTTPStatus = HTTPStatus.OK) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        path = self.path.split("?", 1)[0]
+        if path in ("/", "/index.html"):
+            self._send(PAGE.encode("utf-8"), "text/html; charset=utf-8")
+        elif path == "/stats":
+            self._send(json.dumps(self.view.payload()).encode("utf-8"), "application/json")
+        elif path == "/snapshot.jpg":
+            _, jpeg = self.view.jpeg()
+            if jpeg:
+                self._send(jpeg, "image/jpeg")
+            else:
+                self._send(b"no frame yet\n", "text/plain", HTTPStatus.SERVICE_UNAVAILABLE)
+        elif path == "/stream.mjpg":
+            self._stream()
+        else:
+            self._send(b"not found\n", "text/plain", HTTPStatus.NOT_FOUND)
+
+    def _stream(self) -> None:
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        seq = -1
+        stop = threading.Event()
+        try:
+            while not self.view.stopping:
+                seq = self.view.wait_frame(seq, timeout=1.0)
+                frame_seq, jpeg = self.view.jpeg()
+                if not jpeg or frame_seq < 0:
+                    continue
+                self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}"
+                                 "\r\n\r\n".encode("ascii") + jpeg + b"\r\n")
+                self.wfile.flush()
+                stop.wait(self.view.period)     # at most ``fps`` frames per second per viewer
+        except (BrokenPipeError, ConnectionResetError):
+            log.debug("a viewer of the stream went away")
