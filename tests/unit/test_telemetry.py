@@ -1,0 +1,148 @@
+"""Pipeline statistics, JSONL rotation and stats lines, the live line, /proc reading and the system
+monitor. The monitor runs on the recorded sysfs trees and vcgencmd outputs in tests/data (no Pi
+here): vcgencmd is replaced by a runner returning the recorded text."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from edge.capture.base import Frame
+from edge.pipeline import FrameResult, Timings
+from edge.telemetry import stats as stats_mod
+from edge.telemetry.jsonl import JsonlSink
+from edge.telemetry.live import format_line
+from edge.telemetry.process import ProcessReader
+from edge.telemetry.report import stats_payload
+from edge.telemetry.stats import PipelineStats
+from edge.telemetry.system import SystemMonitor
+from edge.vision.decode.base import Detection
+
+
+def result(index=0, labels=("person",)):
+    frame = Frame(np.zeros((48, 64, 3), np.uint8), index, 1.7e9 + index, 0)
+    dets = tuple(Detection(label, 0, 0.9, (1.0, 2.0, 30.0, 40.0)) for label in labels)
+    return FrameResult(frame, dets, Timings(0, 1, 2, 3, 4, 5), "cpu")
+
+
+def test_cumulative_histograms_and_windowed_percentiles():
+    stats = PipelineStats(window=4)
+    for seconds in (0.001, 0.004, 0.009, 0.2, 0.3, 20.0):
+        stats.published_frame({"invoke": seconds}, [])
+    snap = stats.snapshot()
+    hist = dict(snap.histograms["invoke"].buckets)
+    assert hist[0.001] == 1 and hist[0.005] == 2 and hist[0.01] == 3 and hist[0.25] == 4
+    assert hist[10.0] == 5 and hist[math.inf] == 6 == snap.histograms["invoke"].count
+    assert snap.histograms["invoke"].sum == pytest.approx(20.514)
+    # the window holds the last 4 only: 0.009, 0.2, 0.3, 20.0
+    assert snap.latency["invoke"][50] == pytest.approx(0.25)
+
+
+def test_counters_list_is_extensible(monkeypatch):
+    monkeypatch.setattr(stats_mod, "COUNTERS", stats_mod.COUNTERS + ["widgets"])
+    stats = PipelineStats()
+    stats.count("widgets", 3)
+    stats.capture_counts(10, 2)
+    counts = stats.snapshot().counts
+    assert counts["widgets"] == 3 and counts["captured"] == 10 and counts["dropped"] == 2
+
+
+def test_jsonl_rotates_by_size_and_keeps_whole_lines(tmp_path):
+    path = tmp_path / "events.jsonl"
+    sink = JsonlSink(path, "clip.mp4", max_bytes=400, backups=2)
+    for i in range(20):
+        sink.publish(result(i))
+    sink.close()
+    files = sorted(tmp_path.iterdir())
+    assert [f.name for f in files] == ["events.jsonl", "events.jsonl.1", "events.jsonl.2"]
+    frames = []
+    for f in reversed(files):                                # oldest (.2) first
+        assert 0 < f.stat().st_size <= 400
+        frames += [json.loads(line)["frame"] for line in f.read_text().splitlines()]
+    assert frames == list(range(20 - len(frames), 20))       # consecutive, newest last
+    assert len(frames) < 20                                  # the oldest rotated away
+
+
+def test_jsonl_stats_lines(tmp_path):
+    stats = PipelineStats()
+    path = tmp_path / "events.jsonl"
+    sink = JsonlSink(path, "clip.mp4", stats=lambda: stats_payload(stats.snapshot()), stats_interval=1e-9)
+    sink.publish(result(0))
+    sink.publish(result(1, labels=()))
+    sink.close()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    kinds = [line.get("type", "event") for line in lines]
+    assert kinds == ["stats", "event", "stats", "stats"]
+    assert set(lines[0]["latency_ms"]) == set(stats_mod.STAGES)
+
+
+def test_process_reader(tmp_path):
+    # /proc/<pid>/stat with a command name holding spaces and ')' (proc(5))
+    (tmp_path / "42").mkdir()
+    fields = ["S"] + ["0"] * 10 + ["250", "50"] + ["0"] * 4 + ["7"] + ["0"] * 30
+    (tmp_path / "42/stat").write_text("42 (my (odd) cmd) " + " ".join(fields) + "\n")
+    (tmp_path / "42/status").write_text("Name:\tx\nVmRSS:\t  1024 kB\nThreads:\t7\n")
+    reader = ProcessReader(tmp_path, 42, clock_ticks=100)
+    first = reader.read(now=10.0)
+    assert (first.cpu_seconds, first.rss_bytes, first.threads) == (3.0, 1024 * 1024, 7)
+    assert math.isnan(first.cpu_percent)
+    fields[11] = "350"
+    (tmp_path / "42/stat").write_text("42 (my (odd) cmd) " + " ".join(fields) + "\n")
+    assert reader.read(now=12.0).cpu_percent == pytest.approx(50.0)
+
+
+def test_live_process_reader_reads_this_process():
+    sample = ProcessReader().read()
+    assert sample.rss_bytes > 10 * 2**20 and sample.threads >= 1
+
+
+def recorded_vcgencmd(data_dir):
+    answers = {("pmic_read_adc",): data_dir / "power/pmic_read_adc_pi5.txt",
+               ("get_throttled",): data_dir / "vcgencmd/get_throttled_undervolt.txt",
+               ("measure_clock", "arm"): data_dir / "vcgencmd/measure_clock_arm.txt"}
+    return lambda *args: answers[args].read_text()
+
+
+def test_system_monitor_on_a_recorded_pi5(data_dir):
+    stats = PipelineStats()
+    monitor = SystemMonitor(stats, sys_root=data_dir / "thermal/sys", runner=recorded_vcgencmd(data_dir),
+                            jpi_window=100)
+    assert monitor.power.name == "pmic"
+    monitor.sample(now=0.0)
+    for _ in range(40):
+        stats.inferred_frame()
+    sample = monitor.sample(now=10.0)
+    assert sample.unavailable == {}
+    assert sample.watts == pytest.approx(2.472089, rel=1e-5)
+    assert sample.joules == pytest.approx(24.72089, rel=1e-5)           # constant watts over 10 s
+    assert sample.joules_per_inference == pytest.approx(24.72089 / 40, rel=1e-5)
+    assert sample.max_celsius == 54.6
+    assert sample.throttle.throttled.now == {"under_voltage", "throttled"}
+    line = format_line(stats.snapshot(), sample)
+    assert "2.47 W 0.618 J/inf" in line and "54.6 °C" in line and "THROTTLED throttled,under_voltage" in line
+    payload = stats_payload(stats.snapshot(), sample)
+    assert payload["power"]["source"] == "pmic" and payload["temperatures"]["apex_0"] == 47.8
+    assert payload["throttle"]["arm_hz"] == 1800404352
+
+
+def test_system_monitor_reports_missing_sources_once_not_zeros(tmp_path, data_dir, caplog):
+    def absent(*args):
+        from edge.telemetry.vcgencmd import VcgencmdError
+        raise VcgencmdError("vcgencmd not found")
+    monitor = SystemMonitor(PipelineStats(), sys_root=tmp_path, runner=absent)
+    with caplog.at_level("INFO", logger="edge.telemetry.system"):
+        first = monitor.sample(now=1.0)
+        second = monitor.sample(now=2.0)
+    assert set(first.unavailable) == {"power", "thermal", "throttle"} == set(second.unavailable)
+    assert "vcgencmd not found" in first.unavailable["power"]
+    assert math.isnan(first.watts) and first.temperatures == ()
+    assert len([r for r in caplog.records if "unavailable" in r.message]) == 3
+    assert "power" not in stats_payload(PipelineStats().snapshot(), second)
+    assert format_line(PipelineStats().snapshot(), second).count(" W") == 0
+
+
+def test_static_power_when_nothing_else(tmp_path):
+    monitor = SystemMonitor(PipelineStats(), sys_root=tmp_path, runner=lambda *a: "", power="auto",
+                            static_watts=5.5)
+    assert monitor.sample(now=0.0).watts == 5.5 and monitor.sample(now=2.0).joules == pytest.approx(11.0)
