@@ -1,0 +1,138 @@
+"""Deploy a bundle to a Raspberry Pi over ssh + rsync, verify it there, swap it in, restart the unit.
+
+Steps (each one a command whose exit code is checked; ``--dry-run`` prints them instead):
+
+1. unpack the bundle locally and verify its SHA-256 sums (a corrupt bundle never leaves the host);
+2. ``rsync -a --delete --checksum`` it to ``<path>.incoming/`` on the Pi (over ssh, BatchMode);
+3. on the Pi: ``sha256sum -c SHA256SUMS`` in ``<path>.incoming`` (coreutils, on every Pi OS);
+4. on the Pi: swap directories — ``<path>`` → ``<path>.previous``, ``<path>.incoming`` → ``<path>``
+   (the previous model stays for a manual roll-back);
+5. with ``--restart UNIT``: ``systemctl restart UNIT`` (through ``sudo -n`` when not root) and
+   ``systemctl is-active UNIT``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge.errors import ConfigError, EdgeError
+from edge.host.bundle import SUMS, build_bundle, unpack_bundle
+
+log = logging.getLogger(__name__)
+
+SSH_DEFAULTS = ("BatchMode=yes", "ConnectTimeout=15")
+TIMEOUT_S = 600
+
+
+class DeployError(EdgeError):
+    """A remote step failed (ssh, rsync, checksum on the device, restart)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    host: str                          # [user@]host
+    path: str                          # absolute directory on the Pi
+    port: int | None = None
+    identity: str | None = None
+    ssh_options: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def parse(cls, host: str, path: str, *, port: int | None = None, identity: str | None = None,
+              ssh_options: list[str] | None = None) -> "Target":
+        if not host or host.startswith("-") or any(ch.isspace() for ch in host) or ":" in host:
+            raise ConfigError(f"host {host!r} is not [user@]host", "e.g. pi@raspberrypi.local")
+        if not path.startswith("/") or path.rstrip("/") in ("", "/") or ".." in path.split("/"):
+            raise ConfigError(f"--path {path!r} must be an absolute directory below /, without '..'",
+                              "e.g. /opt/edge-detect/models/current")
+        if identity and not Path(identity).is_file():
+            raise ConfigError(f"--identity {identity!r} does not exist")
+        for option in ssh_options or []:
+            if "=" not in option:
+                raise ConfigError(f"--ssh-option {option!r} is not KEY=VALUE", "e.g. -O StrictHostKeyChecking=yes")
+        return cls(host, path.rstrip("/"), port, identity, tuple(ssh_options or ()))
+
+    def ssh_command(self) -> list[str]:
+        cmd = ["ssh"]
+        if self.port:
+            cmd += ["-p", str(self.port)]
+        if self.identity:
+            cmd += ["-i", self.identity]
+        for option in (*SSH_DEFAULTS, *self.ssh_options):
+            cmd += ["-o", option]
+        return cmd
+
+
+def _need(tool: str, package: str) -> None:
+    if shutil.which(tool) is None:
+        raise DeployError(f"{tool} is not installed on this host", f"sudo apt install {package}")
+
+
+def _run(cmd: list[str], what: str, dry_run: bool, report: list[str]) -> str:
+    report.append("$ " + shlex.join(cmd))
+    if dry_run:
+        return ""
+    log.info("%s: %s", what, shlex.join(cmd))
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise DeployError(f"{what} did not finish within {TIMEOUT_S} s") from None
+    if proc.returncode != 0:
+        detail = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[-1]
+        raise DeployError(f"{what} failed (exit code {proc.returncode}): {detail}")
+    return proc.stdout
+
+
+def remote_script(target: Target, restart: str | None) -> str:
+    """The shell run on the Pi after the copy: verify, swap, restart."""
+    path = shlex.quote(target.path)
+    incoming = shlex.quote(target.path + ".incoming")
+    previous = shlex.quote(target.path + ".previous")
+    lines = [
+        "set -e",
+        f"cd {incoming}",
+        f"sha256sum --check --quiet --strict {SUMS}",
+        f"rm -rf {previous}",
+        f"if [ -e {path} ]; then mv {path} {previous}; fi",
+        f"mv {incoming} {path}",
+        f"echo verified and installed in {path}",
+    ]
+    if restart:
+        unit = shlex.quote(restart)
+        lines += [
+            'SUDO=""; if [ "$(id -u)" -ne 0 ]; then SUDO="sudo -n"; fi',
+            f"$SUDO systemctl restart {unit}",
+            f"echo \"{restart}: $(systemctl is-active {unit})\"",
+        ]
+    return "\n".join(lines)
+
+
+def deploy(bundle: Path | None, model_dir: Path | None, target: Target, *, restart: str | None = None,
+           dry_run: bool = False) -> list[str]:
+    """Copy, verify and install a bundle (or a model directory, bundled on the fly) on ``target``."""
+    if restart is not None and (not restart or restart.startswith("-") or any(c.isspace() for c in restart)):
+        raise ConfigError(f"--restart {restart!r} is not a systemd unit name", "e.g. edge-detect")
+    _need("rsync", "rsync")
+    _need("ssh", "openssh-client")
+    report: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="edge-deploy-") as tmp:
+        tmp_dir = Path(tmp)
+        if bundle is None:
+            bundle = build_bundle(model_dir, tmp_dir / "bundle.tar.gz").path
+            report.append(f"bundled {model_dir}")
+        staged = unpack_bundle(bundle, tmp_dir / "staged")
+        report.append(f"verified {bundle} locally ({len(list(staged.iterdir()))} files)")
+        ssh = target.ssh_command()
+        parent = shlex.quote(str(Path(target.path).parent))
+        _run([*ssh, target.host, f"mkdir -p {parent}"], "creating the target directory", dry_run, report)
+        _run(["rsync", "-a", "--delete", "--checksum", "-e", shlex.join(ssh), f"{staged}/",
+              f"{target.host}:{target.path}.incoming/"], "rsync", dry_run, report)
+        out = _run([*ssh, target.host, "sh -c " + shlex.quote(remote_script(target, restart))],
+                   "verifying and installing on the device", dry_run, report)
+        report += [line for line in out.splitlines() if line]
+    return report
