@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 def split_host(host: str, port: int) -> tuple[str, int]:
     """``host`` or ``host:port`` (as --mqtt takes it) → (host, port)."""
     name, sep, tail = host.rpartition(":")
-    if not sep or "]" in tail:        # no port given (or a bare [IPv6] address)
+    if not sep or "]" in tail or (host.count(":") > 1 and not host.startswith("[")):   # no port; IPv6
         return host.strip("[]"), port
     if not tail.isdigit() or not 0 < int(tail) < 65536:
         raise ConfigError(f"MQTT broker {host!r} has a bad port {tail!r}", "use HOST or HOST:PORT, port 1-65535")

@@ -1,0 +1,161 @@
+"""MQTT exporter against a real mosquitto (Debian package `mosquitto`), started here on a free
+loopback port with its own configuration file; a paho subscriber receives what `edge run` sends."""
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge.errors import ConfigError
+from edge.telemetry.mqtt import MqttExporter, split_host, topic_part
+from edge.telemetry.stats import PipelineStats
+
+MOSQUITTO = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout=60.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{what} not reached")
+
+
+class Broker:
+    def __init__(self, tmp: Path):
+        self.port = free_port()
+        self.conf = tmp / "mosquitto.conf"
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                             "log_dest stderr\n")
+        self.proc = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+
+        def accepting():
+            assert self.proc.poll() is None, "mosquitto exited"
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", self.port)) == 0
+        wait_for(accepting, 10, "mosquitto listening")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture()
+def broker(tmp_path):
+    if MOSQUITTO is None:
+        pytest.skip("mosquitto is not installed (apt install mosquitto)")
+    b = Broker(tmp_path)
+    b.start()
+    yield b
+    b.stop()
+
+
+class Subscriber:
+    def __init__(self, port: int, topic: str = "edge/#"):
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.lock = threading.Lock()
+        self.ready = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-subscriber")
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda *a: self.ready.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert self.ready.wait(10)
+
+    def _on_message(self, client, userdata, msg):
+        with self.lock:
+            self.messages.append((msg.topic, msg.payload, msg.retain))
+
+    def on(self, topic: str) -> list[bytes]:
+        with self.lock:
+            return [payload for t, payload, _ in self.messages if t == topic]
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_edge_run_publishes_events_and_stats(broker, tmp_path):
+    sub = Subscriber(broker.port)
+    config = tmp_path / "edge.toml"
+    config.write_text("[mqtt]\nqos = 1\nstats_interval = 0.2\nprefix = \"edge\"\n")
+    jsonl = tmp_path / "events.jsonl"
+    result = subprocess.run([sys.executable, "-m", "edge.cli", "run", "--config", str(config),
+                             "--mqtt", f"127.0.0.1:{broker.port}", "--max-frames", "80", "--as-fast-as-possible",
+                             "--jsonl", str(jsonl), "--live", "off"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=180)
+    assert result.returncode == 0, result.stderr
+    wait_for(lambda: b"offline" in sub.on("edge/available"), 10, "offline message")
+    sub.close()
+
+    assert sub.on("edge/available")[0] == b"online" and sub.on("edge/available")[-1] == b"offline"
+    events = [json.loads(p) for p in sub.on("edge/events")]
+    written = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert len(events) >= 10
+    assert events == written                       # QoS 1: every event, the same as the JSONL file
+    assert events[0]["detections"][0]["label"] == "person" and events[0]["source"] == "bikes.mp4"
+    counts = sub.on("edge/bikes.mp4/person")
+    assert counts and all(int(c) >= 0 for c in counts)
+    stats = [json.loads(p) for p in sub.on("edge/stats")]
+    assert stats, "no stats message"
+    last = stats[-1]                               # sent at close: the final totals
+    assert last["counts"]["inferred"] == 80 and last["detections"]["person"] >= len(events)
+    assert last["latency_ms"]["invoke"]["p50"] > 0 and "process" in last
+    assert "power" in last["unavailable"]           # no sensor here: a reason, not a zero
+
+
+def test_reconnects_with_backoff_after_the_broker_restarts(tmp_path):
+    """The broker is down when the exporter starts, comes up, goes away and comes back."""
+    if MOSQUITTO is None:
+        pytest.skip("mosquitto is not installed (apt install mosquitto)")
+    b = Broker(tmp_path)
+    stats = PipelineStats()
+    exporter = MqttExporter(stats, lambda: {"hello": 1}, "cam0", host="127.0.0.1", port=b.port, prefix="t",
+                            stats_interval=0.2, reconnect_max=2)
+    try:
+        assert not exporter.connected.wait(0.5)
+        b.start()
+        assert exporter.connected.wait(30), "no connection once the broker is up"
+        b.stop()
+        wait_for(lambda: not exporter.connected.is_set(), 30, "disconnect noticed")
+        b.start()
+        assert exporter.connected.wait(30), "no reconnection after the broker came back"
+        sub = Subscriber(b.port, "t/#")
+        wait_for(lambda: sub.on("t/stats"), 10, "stats after reconnecting")
+        assert json.loads(sub.on("t/stats")[0]) == {"hello": 1}
+        sub.close()
+        assert stats.snapshot().errors.get("mqtt_disconnect", 0) >= 1
+    finally:
+        exporter.close()
+        b.stop()
+
+
+def test_host_and_topic_parsing():
+    assert split_host("broker.lan", 1883) == ("broker.lan", 1883)
+    assert split_host("broker.lan:8883", 1883) == ("broker.lan", 8883)
+    assert split_host("[::1]:1884", 1883) == ("::1", 1884)
+    assert split_host("::1", 1883) == ("::1", 1883)
+    with pytest.raises(ConfigError, match="'broker:x' has a bad port 'x'"):
+        split_host("broker:x", 1883)
+    assert topic_part("front door/#1") == "front_door_1"
