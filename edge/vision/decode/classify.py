@@ -1,7 +1,7 @@
 """Classifiers: one [1, C] output (probabilities or logits) → the top-k classes, dequantised.
 
 Only the k best raw values are dequantised: for a positive scale the order of the integers is
-the order of the real values. ``score = "softmax"`` turns logits into probabilities first.
+the order of the real values; ties keep the lower class id first (as ``tf.math.top_k``). ``score = "softmax"`` turns logits into probabilities first.
 """
 
 from __future__ import annotations
@@ -36,10 +36,8 @@ class ClassifyDecoder:
             probs = e / e.sum()
             top = np.argsort(-probs, kind="stable")[:self.top_k]
             return RawClasses(top.astype(np.int64), probs[top].astype(np.float32))
-        order = -raw.astype(np.float32)          # widened: negating int8 -128 would overflow
-        k = min(self.top_k, raw.size)
-        top = np.argpartition(order, k - 1)[:k] if k < raw.size else np.arange(raw.size)
-        top = top[np.argsort(order[top], kind="stable")]
+        # A stable sort, so that equal (quantized) scores keep the lower class id first, as top_k does.
+        top = np.argsort(-raw.astype(np.float32), kind="stable")[:self.top_k]   # widened: -int8(-128) overflows
         return RawClasses(top.astype(np.int64), dequantize(raw[top], self.tensor))
 
 

@@ -17,6 +17,7 @@ manifest must say ``channels_first``.
 from __future__ import annotations
 
 import ast
+import json
 import logging
 import math
 import zipfile
@@ -39,15 +40,17 @@ DEFAULT_MAX = 100
 
 
 def ultralytics_metadata(model: ModelInfo) -> dict | None:
-    """The ``metadata.txt`` Ultralytics zips behind its TFLite exports (a Python-literal dict)."""
-    if "metadata.txt" not in model.associated_files:
+    """The metadata Ultralytics zips behind its TFLite exports (``metadata.json``, or the older
+    ``metadata.txt`` holding a Python-literal dict); None when the model has none."""
+    name = next((n for n in ("metadata.json", "metadata.txt") if n in model.associated_files), None)
+    if name is None:
         return None
     try:
         with zipfile.ZipFile(model.path) as archive:
-            text = archive.read("metadata.txt").decode("utf-8")
-        meta = ast.literal_eval(text)
+            text = archive.read(name).decode("utf-8")
+        meta = json.loads(text) if name.endswith(".json") else ast.literal_eval(text)
     except (OSError, zipfile.BadZipFile, UnicodeDecodeError, ValueError, SyntaxError) as exc:
-        log.warning("%s: unreadable metadata.txt (%s); ignoring it", model.path.name, exc)
+        log.warning("%s: unreadable %s (%s); ignoring it", model.path.name, name, exc)
         return None
     return meta if isinstance(meta, dict) and "names" in meta else None
 
