@@ -100,7 +100,7 @@ def test_sigterm_drains_and_every_processed_frame_is_in_the_jsonl(tmp_path, list
 def test_sighup_with_a_broken_config_keeps_the_running_one(tmp_path, listener):
     config = tmp_path / "edge.toml"
     config.write_text('[detect]\nscore_threshold = 0.6\n[output]\njsonl = ""\n')
-    daemon = _daemon(tmp_path, listener, "--config", str(config))
+    daemon = _daemon(tmp_path, listener, "--config", str(config), watchdog_usec=1_000_000)
     try:
         listener.wait_for("READY", "1", proc=daemon)
         config.write_text('[detect]\nscore_threshold = 7\n')
