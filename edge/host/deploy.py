@@ -14,6 +14,7 @@ Steps (each one a command whose exit code is checked; ``--dry-run`` prints them 
 from __future__ import annotations
 
 import logging
+import re
 import shlex
 import shutil
 import subprocess
@@ -45,7 +46,7 @@ class Target:
     @classmethod
     def parse(cls, host: str, path: str, *, port: int | None = None, identity: str | None = None,
               ssh_options: list[str] | None = None) -> "Target":
-        if not host or host.startswith("-") or any(ch.isspace() for ch in host) or ":" in host:
+        if not re.fullmatch(r"(?:[A-Za-z0-9_.-]+@)?[A-Za-z0-9_][A-Za-z0-9_.-]*", host):
             raise ConfigError(f"host {host!r} is not [user@]host", "e.g. pi@raspberrypi.local")
         if not path.startswith("/") or path.rstrip("/") in ("", "/") or ".." in path.split("/"):
             raise ConfigError(f"--path {path!r} must be an absolute directory below /, without '..'",
@@ -83,7 +84,8 @@ def _run(cmd: list[str], what: str, dry_run: bool, report: list[str]) -> str:
     except subprocess.TimeoutExpired:
         raise DeployError(f"{what} did not finish within {TIMEOUT_S} s") from None
     if proc.returncode != 0:
-        detail = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[-1]
+        lines = [line.strip() for line in (proc.stdout + "\n" + proc.stderr).splitlines() if line.strip()]
+        detail = "; ".join(lines[-5:]) or "no output"      # e.g. sha256sum's "labels.txt: FAILED"
         raise DeployError(f"{what} failed (exit code {proc.returncode}): {detail}")
     return proc.stdout
 

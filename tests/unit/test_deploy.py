@@ -1,0 +1,163 @@
+"""edge-host deploy, for real: ssh + rsync to an OpenSSH server on the loopback interface.
+
+The fixture starts Debian's sshd (package openssh-server; rsync from the rsync package) on a free
+port with a freshly generated host key and client key, as root, and stops it afterwards. The
+remote is this machine, so the test reads the deployed files directly. The Pi's
+``systemctl`` is replaced, on the server's PATH (sshd ``SetEnv``), by a script that records its
+arguments: there is no systemd running as PID 1 here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from edge.host import deploy as d
+from edge.host.bundle import build_bundle
+from edge.host.cli import main
+
+SSHD = "/usr/sbin/sshd"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("the loopback sshd fixture logs in as root: run as root")
+    for tool, package in ((SSHD, "openssh-server"), ("rsync", "rsync"), ("ssh", "openssh-client")):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is missing: apt install {package}")
+    root = tmp_path_factory.mktemp("sshd")
+    for key in ("host_key", "client_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / key)], check=True)
+    (root / "authorized_keys").write_text((root / "client_key.pub").read_text())
+    fakebin = root / "bin"
+    fakebin.mkdir()
+    (fakebin / "systemctl").write_text(f'#!/bin/sh\necho "$@" >> {root}/systemctl.log\n'
+                                       'if [ "$1" = is-active ]; then echo active; fi\n')
+    (fakebin / "systemctl").chmod(0o755)
+    port = _free_port()
+    (root / "sshd_config").write_text(f"""Port {port}
+ListenAddress 127.0.0.1
+HostKey {root}/host_key
+PidFile {root}/sshd.pid
+AuthorizedKeysFile {root}/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+SetEnv PATH={fakebin}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin
+""")
+    os.makedirs("/run/sshd", exist_ok=True)       # sshd's privilege-separation directory
+    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(root / "sshd_config")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    for _ in range(100):                           # bounded wait for the listening socket
+        if proc.poll() is not None:
+            pytest.fail(f"sshd exited: {proc.stdout.read().decode()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    host_key = (root / "host_key.pub").read_text().split()
+    (root / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
+    yield {"port": port, "root": root, "identity": str(root / "client_key"),
+           "options": [f"UserKnownHostsFile={root}/known_hosts", "StrictHostKeyChecking=yes"]}
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def _args(sshd, dest):
+    args = ["root@127.0.0.1", "--path", str(dest), "--port", str(sshd["port"]), "-i", sshd["identity"]]
+    for option in sshd["options"]:
+        args += ["-O", option]
+    return args
+
+
+def test_deploy_bundle_installs_verifies_and_restarts(sshd, model_dir, tmp_path, capsys):
+    bundle = build_bundle(model_dir, tmp_path / "b.tar.gz")
+    dest = tmp_path / "pi" / "models" / "current"
+    assert main(["deploy", *_args(sshd, dest), "--bundle", str(bundle.path), "--restart", "edge-detect"]) == 0
+    out = capsys.readouterr().out
+    assert f"verified and installed in {dest}" in out
+    assert "edge-detect: active" in out
+    assert sorted(p.name for p in dest.iterdir()) == sorted(bundle.files)
+    subprocess.run(["sha256sum", "--check", "--quiet", "SHA256SUMS"], cwd=dest, check=True)
+    assert (sshd["root"] / "systemctl.log").read_text().splitlines()[-2:] == [
+        "restart edge-detect", "is-active edge-detect"]
+
+
+def test_redeploy_keeps_the_previous_version(sshd, model_dir, tmp_path, capsys):
+    dest = tmp_path / "pi" / "current"
+    assert main(["deploy", *_args(sshd, dest), "--model-dir", str(model_dir)]) == 0
+    (dest / "marker").write_text("first deployment")
+    assert main(["deploy", *_args(sshd, dest), "--model-dir", str(model_dir)]) == 0
+    assert (dest.parent / "current.previous" / "marker").is_file()
+    assert not (dest / "marker").exists()
+
+
+def test_corruption_on_the_device_is_caught(sshd, model_dir, tmp_path, monkeypatch, capsys):
+    """A file damaged in transit fails sha256sum on the device, and nothing is swapped in."""
+    dest = tmp_path / "pi" / "current"
+    real_run = d._run
+
+    def corrupt_after_rsync(cmd, what, dry_run, report):
+        out = real_run(cmd, what, dry_run, report)
+        if cmd[0] == "rsync":
+            labels = tmp_path / "pi" / "current.incoming" / "labels.txt"
+            labels.write_text("not the labels\n")
+        return out
+    monkeypatch.setattr(d, "_run", corrupt_after_rsync)
+    assert main(["deploy", *_args(sshd, dest), "--model-dir", str(model_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "verifying and installing on the device failed" in err and "labels.txt" in err
+    assert not dest.exists()
+
+
+def test_unknown_host_key_is_refused(sshd, model_dir, tmp_path, capsys):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    args = ["root@127.0.0.1", "--path", str(tmp_path / "x"), "--port", str(sshd["port"]), "-i", sshd["identity"],
+            "-O", f"UserKnownHostsFile={empty}", "-O", "StrictHostKeyChecking=yes", "--model-dir", str(model_dir)]
+    assert main(["deploy", *args]) == 2
+    assert "Host key verification failed" in capsys.readouterr().err
+
+
+def test_dry_run_prints_commands_only(model_dir, tmp_path, capsys):
+    dest = tmp_path / "never"
+    assert main(["deploy", "pi@raspberrypi.local", "--path", str(dest), "--model-dir", str(model_dir),
+                 "--restart", "edge-detect", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "$ rsync -a --delete --checksum" in out and "systemctl restart edge-detect" in out
+    assert not dest.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["pi@host", "--path", "relative/dir"], "must be an absolute directory"),
+    (["pi@host", "--path", "/"], "must be an absolute directory"),
+    (["pi@host;reboot", "--path", "/opt/x"], "is not [user@]host"),
+    (["pi@host", "--path", "/opt/x", "-O", "BatchMode"], "is not KEY=VALUE"),
+    (["pi@host", "--path", "/opt/x", "--restart", "edge detect"], "is not a systemd unit name"),
+    (["pi@host", "--path", "/opt/x"], "needs --bundle FILE or --model-dir DIR"),
+])
+def test_bad_arguments(args, message, model_dir, capsys):
+    if "needs" not in message:
+        args = [*args, "--model-dir", str(model_dir)]
+    assert main(["deploy", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_bundle(tmp_path, capsys):
+    assert main(["deploy", "pi@host", "--bundle", str(tmp_path / "nope.tar.gz"), "--dry-run"]) == 2
+    assert "does not exist" in capsys.readouterr().err
