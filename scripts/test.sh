@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # Debian packages that tests run for real (servers, browsers, tools). Installed when missing and
 # this runs as root (CI); otherwise the tests that need them say which package to install.
-APT_PACKAGES=(ffmpeg systemd mosquitto chromium)
+APT_PACKAGES=(ffmpeg systemd mosquitto chromium rsync openssh-client openssh-server)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
