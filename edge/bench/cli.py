@@ -22,6 +22,8 @@ def add_bench_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--backends", default="",
                    help="raw mode: comma-separated cpu, cpu-builtin, float, edgetpu, simulated (default: every "
                         "one available; one named here that is unavailable is an error)")
+    g.add_argument("--pipeline-threads", default="",
+                   help="pipeline/serial thread counts, e.g. 1,2 (default: --threads, else one per core)")
     g.add_argument("--raw-threads", default="", help="raw mode thread counts, e.g. 1,2 or 1-4 (default: 1..cores)")
     g.add_argument("--warmup", type=int, default=10, help="warm-up invokes, not recorded (default 10)")
     g.add_argument("--runs", type=int, default=100, help="recorded invokes per backend (default 100)")
@@ -65,7 +67,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.allow_float:
         model_args.append("--allow-float")
     opts = Options(config=config, modes=_list(args.modes), backends=_list(args.backends),
-                   threads=parse_threads(args.raw_threads) if args.raw_threads else [], warmup=args.warmup,
+                   threads=parse_threads(args.raw_threads) if args.raw_threads else [],
+                   pipeline_threads=parse_threads(args.pipeline_threads) if args.pipeline_threads else [], warmup=args.warmup,
                    runs=args.runs, min_seconds=args.min_seconds, rounds=args.rounds, frames=args.frames,
                    simulate_ms=args.simulate_ms, coldstart_frames=args.coldstart_frames, power=args.power,
                    watts=args.watts, model_args=model_args)

@@ -55,8 +55,9 @@ def reference_frame(config: Config) -> Frame:
 
 @dataclass
 class Round:
-    raw: Summary                       # back-to-back invokes on the pipeline's own backend
+    raw: Summary                       # back-to-back invokes on the pipeline's own backend, before and after
     pipeline: PassResult
+    threads: int
     serial: PassResult | None = None
     sim_raw: Summary | None = None
     sim_pipeline: PassResult | None = None
@@ -64,10 +65,11 @@ class Round:
     sim_seconds: float = 0.0
 
     def ratios(self) -> dict[str, float]:
-        out = {"pipeline_over_raw": ratio(self.pipeline.fps, self.raw.throughput)}
+        t = f" x{self.threads}"
+        out = {"pipeline_over_raw" + t: ratio(self.pipeline.fps, self.raw.throughput)}
         if self.serial:
-            out["pipeline_over_serial"] = ratio(self.pipeline.fps, self.serial.fps)
-            out["serial_ceiling"] = serial_ceiling(self.serial)
+            out["pipeline_over_serial" + t] = ratio(self.pipeline.fps, self.serial.fps)
+            out["serial_ceiling" + t] = serial_ceiling(self.serial)
         if self.sim_pipeline:
             out["sim_pipeline_over_nominal"] = ratio(self.sim_pipeline.fps, 1.0 / self.sim_seconds)
             out["sim_pipeline_over_sim_raw"] = ratio(self.sim_pipeline.fps, self.sim_raw.throughput)
@@ -83,12 +85,12 @@ def serial_ceiling(serial: PassResult) -> float:
     return ratio(serial.stages["total"].mean, max(stages.values()))
 
 
-def median_ratios(rounds: list[Round]) -> dict[str, dict[str, float]]:
-    """Each ratio's median, min and max over the rounds."""
-    keys = {k for r in rounds for k in r.ratios()}
+def median_ratios(ratios: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Each ratio's median, min and max over the rounds (each round: {name: ratio})."""
+    keys = {k for r in ratios for k in r}
     out = {}
     for key in sorted(keys):
-        values = [r.ratios()[key] for r in rounds if key in r.ratios()]
+        values = [r[key] for r in ratios if key in r]
         out[key] = {"median": statistics.median(values), "min": min(values), "max": max(values),
                     "rounds": values}
     return out
@@ -107,11 +109,11 @@ def _opened(config: Config):
     return source
 
 
-def _raw_reference(backend: Backend, preprocessor: Preprocessor, frame: Frame, warmup: int, runs: int) -> Summary:
+def _raw_reference(backend: Backend, preprocessor: Preprocessor, frame: Frame, warmup: int, runs: int) -> list[float]:
     fill_input(backend, preprocessor, frame)
     for _ in range(warmup):
         backend.invoke()
-    return summarize(invoke_samples(backend, runs))
+    return invoke_samples(backend, runs)
 
 
 def run_round(config: Config, frame: Frame, *, warmup: int, runs: int, serial: bool = True,
@@ -122,8 +124,12 @@ def run_round(config: Config, frame: Frame, *, warmup: int, runs: int, serial: b
     backend = assembly.loaded.backend
     pre, post = assembly.pipeline.preprocessor, assembly.pipeline.postprocess
     try:
-        raw = _raw_reference(backend, pre, frame, warmup, runs)
-        result = Round(raw, _pipeline_pass(assembly.pipeline, stats, False))
+        before = _raw_reference(backend, pre, frame, warmup, runs)
+        passed = _pipeline_pass(assembly.pipeline, stats, False)
+        after = _raw_reference(backend, pre, frame, 0, runs)
+        raw = summarize(before + after)   # bracketing the pass: load that changes meanwhile hits both sides
+        threads = getattr(backend, "threads", config.model.threads)
+        result = Round(raw, passed, threads)
         if serial:
             result.serial = serial_pass(_opened(config), backend, pre, post,
                                         max_frames=config.output.max_frames)

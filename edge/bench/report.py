@@ -58,17 +58,18 @@ def pass_rows(report: dict) -> tuple[list[str], list[list]]:
     rows = []
     if not report.get("rounds"):
         return header, rows
-    last = report["rounds"][-1]
-    rows.append([f"raw invoke ({last['pipeline']['backend']})", last["raw_invoke_ms"]["count"],
-                 last["raw_throughput_per_s"], None, f"invoke {last['raw_invoke_ms']['p50']:.2f}/"
-                                                     f"{last['raw_invoke_ms']['p95']:.2f}"])
-    for key in ("pipeline", "serial", "sim_pipeline", "sim_serial"):
-        p = last.get(key)
-        if not p:
-            continue
-        stages = p["stages_ms"]
-        text = ", ".join(f"{s} {stages[s]['p50']:.2f}/{stages[s]['p95']:.2f}" for s in _STAGES if s in stages)
-        rows.append([f"{p['mode']} ({p['backend']})", p["frames"], p["fps"], p["dropped"], text])
+    per_round = len(report.get("settings", {}).get("pipeline_threads") or [1])
+    for last in report["rounds"][-per_round:]:
+        raw = last["raw_invoke_ms"]
+        rows.append([f"raw invoke ({last['pipeline']['backend']})", raw["count"], last["raw_throughput_per_s"], None,
+                     f"invoke {raw['p50']:.2f}/{raw['p95']:.2f}"])
+        for key in ("pipeline", "serial", "sim_pipeline", "sim_serial"):
+            p = last.get(key)
+            if not p:
+                continue
+            stages = p["stages_ms"]
+            text = ", ".join(f"{s} {stages[s]['p50']:.2f}/{stages[s]['p95']:.2f}" for s in _STAGES if s in stages)
+            rows.append([f"{p['mode']} ({p['backend']})", p["frames"], p["fps"], p["dropped"], text])
     return header, rows
 
 

@@ -23,7 +23,7 @@ from edge.bench import raw as rawmode
 from edge.bench.coldstart import measure_cold_start
 from edge.bench.pipeline import Round, bench_config, median_ratios, reference_frame, run_round
 from edge.bench.power import PowerSampler, make_reader
-from edge.config import Config
+from edge.config import Config, merge
 from edge.errors import ConfigError
 from edge.runtime import loader
 from edge.runtime.backend import default_threads
@@ -37,7 +37,7 @@ DEFAULT_BACKENDS = ("cpu", "cpu-builtin", "float", "edgetpu", "simulated")
 
 # goal name -> (ratio key or report path, comparison, target): the issue's "done when"
 GOALS = (
-    ("pipeline / raw invoke (CPU)", "pipeline_over_raw", ">=", 0.95),
+    ("pipeline / raw invoke (CPU, x{threads})", "pipeline_over_raw x{threads}", ">=", 0.95),
     ("simulated pipeline / (1 / simulated ms)", "sim_pipeline_over_nominal", ">=", 0.95),
     ("simulated pipeline / simulated serial", "sim_pipeline_over_sim_serial", ">=", 2.0),
 )
@@ -49,6 +49,7 @@ class Options:
     modes: tuple[str, ...] = MODES
     backends: tuple[str, ...] = ()          # empty: every one available (DEFAULT_BACKENDS)
     threads: list[int] = field(default_factory=list)   # raw mode; empty: 1..cores
+    pipeline_threads: list[int] = field(default_factory=list)   # empty: the model config's (0: cores)
     warmup: int = 10
     runs: int = 100
     min_seconds: float = 0.0
@@ -122,36 +123,54 @@ def run_raw(opts: Options, models: loader.ModelSet, report: dict, power) -> list
     return results
 
 
+def pipeline_threads(opts: Options) -> list[int]:
+    return opts.pipeline_threads or [opts.config.model.threads or default_threads()]
+
+
 def run_rounds(opts: Options, report: dict, power, tmp: Path) -> list[Round]:
-    config = bench_config(opts.config, tmp / "bench.jsonl", opts.frames)
-    frame = reference_frame(config)
-    rounds = []
+    """``rounds`` rounds; in each, one :func:`run_round` per pipeline thread count (simulation in the first)."""
+    base = bench_config(opts.config, tmp / "bench.jsonl", opts.frames)
+    frame = reference_frame(base)
+    rounds, ratios = [], []
     for i in range(opts.rounds):
-        log.info("round %d/%d", i + 1, opts.rounds)
-        sampler = PowerSampler(power) if power else contextlib.nullcontext()
-        with sampler:
-            rnd = run_round(config, frame, warmup=opts.warmup, runs=opts.runs, serial="serial" in opts.modes,
-                            simulate_ms=opts.simulate_ms if "simulated" in opts.modes else 0.0)
-        entry = {"raw_invoke_ms": rnd.raw.as_ms(), "raw_throughput_per_s": rnd.raw.throughput,
-                 "pipeline": rnd.pipeline.as_dict(), "ratios": rnd.ratios()}
-        for name in ("serial", "sim_pipeline", "sim_serial"):
-            if getattr(rnd, name) is not None:
-                entry[name] = getattr(rnd, name).as_dict()
-        if rnd.sim_raw is not None:
-            entry["sim_raw_invoke_ms"] = rnd.sim_raw.as_ms()
-        if power:
-            frames = rnd.pipeline.frames + sum(p.frames for p in (rnd.serial, rnd.sim_pipeline, rnd.sim_serial) if p)
-            entry["energy"] = sampler.energy.as_dict(frames + rnd.raw.count)
-        report["rounds"].append(entry)
-        rounds.append(rnd)
-    report["ratios"] = median_ratios(rounds)
+        round_ratios: dict[str, float] = {}
+        for j, threads in enumerate(pipeline_threads(opts)):
+            log.info("round %d/%d, pipeline threads %d", i + 1, opts.rounds, threads)
+            config = merge(base, {"model": {"threads": threads}})
+            rounds.append(_round(opts, config, frame, report, power, simulate=j == 0))
+            round_ratios.update(rounds[-1].ratios())
+        ratios.append(round_ratios)
+    report["ratios"] = median_ratios(ratios)
     return rounds
+
+
+def _round(opts: Options, config: Config, frame, report: dict, power, simulate: bool) -> Round:
+    sampler = PowerSampler(power) if power else contextlib.nullcontext()
+    with sampler:
+        rnd = run_round(config, frame, warmup=opts.warmup, runs=opts.runs, serial="serial" in opts.modes,
+                        simulate_ms=opts.simulate_ms if simulate and "simulated" in opts.modes else 0.0)
+    entry = {"threads": rnd.threads, "raw_invoke_ms": rnd.raw.as_ms(), "raw_throughput_per_s": rnd.raw.throughput,
+             "pipeline": rnd.pipeline.as_dict(), "ratios": rnd.ratios()}
+    for name in ("serial", "sim_pipeline", "sim_serial"):
+        if getattr(rnd, name) is not None:
+            entry[name] = getattr(rnd, name).as_dict()
+    if rnd.sim_raw is not None:
+        entry["sim_raw_invoke_ms"] = rnd.sim_raw.as_ms()
+    if power:
+        frames = rnd.pipeline.frames + sum(p.frames for p in (rnd.serial, rnd.sim_pipeline, rnd.sim_serial) if p)
+        entry["energy"] = sampler.energy.as_dict(frames + rnd.raw.count)
+    report["rounds"].append(entry)
+    return rnd
 
 
 def goals(report: dict) -> list[dict]:
     out = []
     ratios = report.get("ratios", {})
+    measured = report["settings"]["pipeline_threads"]
+    # the goal is about what `edge run` does: its thread count when it was measured
+    threads = report["settings"]["run_threads"] if report["settings"]["run_threads"] in measured else measured[0]
     for name, key, op, target in GOALS:
+        name, key = name.format(threads=threads), key.format(threads=threads)
         if key in ratios:
             value = ratios[key]["median"]
             out.append({"goal": name, "value": value, "target": f"{op} {target}", "met": value >= target})
@@ -180,7 +199,7 @@ def run(opts: Options) -> tuple[dict, dict]:
         "source": opts.config.source.uri, "modes": list(opts.modes),
         "settings": {"warmup": opts.warmup, "runs": opts.runs, "min_seconds": opts.min_seconds,
                      "rounds": opts.rounds, "frames": opts.frames, "pipeline_threads":
-                     opts.config.model.threads or default_threads(), "simulate_ms": opts.simulate_ms},
+                     pipeline_threads(opts), "run_threads": opts.config.model.threads or default_threads(), "simulate_ms": opts.simulate_ms},
         "raw": [], "rounds": [],
         "power": {"source": power.name if power else None,
                   "note": None if power else "no power reader configured (--power pmic|hwmon|static --watts W)"},
@@ -192,14 +211,12 @@ def run(opts: Options) -> tuple[dict, dict]:
     if {"pipeline", "serial", "simulated"} & set(opts.modes):
         with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp:
             rounds = run_rounds(opts, report, power, Path(tmp))
-        last = rounds[-1]
-        samples["pipeline"] = {f"pipeline {last.pipeline.backend}": last.pipeline.samples}
-        if last.sim_pipeline:
-            samples["pipeline"][f"pipeline {last.sim_pipeline.backend}"] = last.sim_pipeline.samples
-        if last.serial:
-            samples["serial"][f"serial {last.serial.backend}"] = last.serial.samples
-        if last.sim_serial:
-            samples["serial"][f"serial {last.sim_serial.backend}"] = last.sim_serial.samples
+        for rnd in rounds[-len(pipeline_threads(opts)):]:    # the last round, every thread count
+            for name in ("pipeline", "sim_pipeline", "serial", "sim_serial"):
+                passed = getattr(rnd, name)
+                if passed is not None:
+                    group = "serial" if passed.mode == "serial" else "pipeline"
+                    samples[group][f"{passed.mode} {passed.backend}"] = passed.samples
     if "coldstart" in opts.modes:
         log.info("cold start")
         report["coldstart"] = measure_cold_start(opts.model_args, opts.config.source.uri,
