@@ -1,0 +1,240 @@
+"""Pure parts of the service: sd_notify datagrams, watchdog rate limit, backoff, reconnecting source,
+Edge TPU fail-over.
+
+The Edge TPU is absent here: the fail-over tests use fake backends that fail the way the
+interpreter does when libedgetpu loses its USB device (``invoke`` raises RuntimeError) and
+:class:`~edge.errors.DelegateError` when the delegate cannot load.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from edge.capture.base import Frame
+from edge.capture.reconnect import Backoff, ReconnectingSource
+from edge.errors import DelegateError, SourceError
+from edge.runtime.failover import FailoverBackend
+from edge.service.notify import Notifier, watchdog_period
+from edge.service.watchdog import FrameWatchdog
+from edge.telemetry.stats import PipelineStats
+
+
+# sd_notify -------------------------------------------------------------------------------------
+
+def _bound(address: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(b"\0" + address[1:].encode() if address.startswith("@") else address)
+    sock.settimeout(2)
+    return sock
+
+
+@pytest.mark.parametrize("abstract", [False, True])
+def test_notifier_sends_one_datagram_per_message(tmp_path, abstract):
+    address = f"@edge-unit-{os.getpid()}-{abstract}" if abstract else str(tmp_path / "n.sock")
+    sock = _bound(address)
+    notifier = Notifier(address)
+    assert notifier.ready("1.0 fps")
+    assert sock.recv(4096) == b"READY=1\nSTATUS=1.0 fps"
+    notifier.extend_timeout(1.5)
+    assert sock.recv(4096) == b"EXTEND_TIMEOUT_USEC=1500000"
+    notifier.stopping()
+    assert sock.recv(4096) == b"STOPPING=1"
+    notifier.close()
+    sock.close()
+
+
+def test_notifier_without_systemd_is_silent(monkeypatch):
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    notifier = Notifier()
+    assert not notifier.enabled and not notifier.watchdog()
+
+
+def test_notifier_reports_a_vanished_socket(tmp_path, caplog):
+    notifier = Notifier(str(tmp_path / "gone.sock"))
+    assert not notifier.status("x")
+    assert "gone.sock" in caplog.text
+
+
+def test_watchdog_period_honours_watchdog_pid():
+    assert watchdog_period({"WATCHDOG_USEC": "30000000"}) == 30.0
+    assert watchdog_period({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": str(os.getpid())}) == 30.0
+    assert watchdog_period({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}) is None
+    assert watchdog_period({}) is None and watchdog_period({"WATCHDOG_USEC": "0"}) is None
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+class _CountingNotifier(Notifier):
+    def __init__(self):
+        super().__init__("")
+        self.pings = 0
+
+    def watchdog(self) -> bool:
+        self.pings += 1
+        return True
+
+
+def test_frame_watchdog_rate_limits_to_a_quarter_period():
+    clock, notifier = _Clock(), _CountingNotifier()
+    dog = FrameWatchdog(notifier, 8.0, clock=clock)
+    for _ in range(100):          # 100 frames at 10 fps = 10 s
+        dog()
+        clock.now += 0.1
+    assert notifier.pings == 5    # at 0, 2, 4, 6, 8 s
+    clock.now += 7
+    assert dog.stalled_for() == pytest.approx(7.1)
+
+
+# backoff and reconnecting ----------------------------------------------------------------------
+
+def test_backoff_doubles_up_to_the_cap_with_jitter():
+    b = Backoff(0.5, 8.0, jitter=0.5)
+    assert [b.ceiling(i) for i in range(6)] == [0.5, 1, 2, 4, 8, 8]
+    rng = random.Random(1)
+    delays = [b.delay(3, rng) for _ in range(200)]
+    assert 2.0 <= min(delays) < 2.5 and 3.5 < max(delays) <= 4.0
+
+
+def _frame(i: int) -> Frame:
+    return Frame(np.zeros((2, 2, 3), np.uint8), i, time.time(), time.monotonic_ns())
+
+
+class FlakySource:
+    """Scripted: each open() delivers the next batch of frames, then ends or raises; some opens fail."""
+
+    def __init__(self, script):
+        self.name, self.live = "flaky", True
+        self.script = list(script)   # items: ("open-fails",) | (n_frames, "end" | "error")
+        self.opens = 0
+        self._batch: list[Frame] = []
+        self._ending = "end"
+
+    def open(self):
+        self.opens += 1
+        step = self.script.pop(0)
+        if step == "open-fails":
+            raise SourceError("device unplugged")
+        n, self._ending = step
+        self._batch = [_frame(i) for i in range(n)]
+
+    def read(self):
+        if self._batch:
+            return self._batch.pop(0)
+        if self._ending == "error":
+            raise SourceError("read failed")
+        return None
+
+    def close(self):
+        pass
+
+
+def test_reconnecting_source_reopens_counts_and_renumbers():
+    inner = FlakySource([(3, "error"), "open-fails", "open-fails", (2, "end"), (4, "end")])
+    counted = []
+    source = ReconnectingSource(inner, Backoff(0.001, 0.004), on_reconnect=lambda: counted.append(1))
+    source.open()
+    frames = [source.read() for _ in range(9)]
+    assert [f.index for f in frames] == list(range(9))
+    assert source.reconnects == 2 and len(counted) == 2 and source.failed_attempts == 2
+    assert inner.opens == 5
+
+
+def test_reconnecting_source_stops_waiting_when_closed():
+    inner = FlakySource([(1, "end")] + ["open-fails"] * 1000)
+    source = ReconnectingSource(inner, Backoff(0.05, 0.05))
+    source.open()
+    assert source.read() is not None
+    threading.Timer(0.3, source.close).start()
+    assert source.read() is None        # returned because closed, not because it gave up
+    assert source.reconnects == 0
+
+
+# Edge TPU fail-over ----------------------------------------------------------------------------
+
+class FakeBackend:
+    def __init__(self, name, fail_after=None, scale=1):
+        self.name, self.fail_after, self.scale = name, fail_after, scale
+        self.model = type("M", (), {"path": type("P", (), {"name": name})()})()
+        self.input_shape = (1, 2, 2, 3)
+        self._input = np.zeros(self.input_shape, np.uint8)
+        self.invokes, self.closed = 0, False
+        self._out = None
+
+    def input_view(self):
+        return self._input
+
+    def invoke(self):
+        if self.fail_after is not None and self.invokes >= self.fail_after:
+            raise RuntimeError("Failed to invoke: USB transfer error 5")
+        self.invokes += 1
+        self._out = self._input.astype(np.int32).sum() * self.scale
+
+    def outputs(self):
+        return (np.array([self._out]),)
+
+    def close(self):
+        self.closed = True
+
+
+def _run_frame(backend, value):
+    view = backend.input_view()
+    view[...] = value
+    del view
+    backend.invoke()
+    return int(backend.outputs()[0][0])
+
+
+def test_failover_moves_to_the_cpu_twin_mid_run_without_losing_the_frame(caplog):
+    clock, stats = _Clock(), PipelineStats()
+    tpu, cpu = FakeBackend("edgetpu:usb", fail_after=2), FakeBackend("cpu/xnnpack x4")
+    opened = []
+
+    def open_cpu():
+        opened.append("cpu")
+        return cpu
+
+    backend = FailoverBackend(tpu, lambda: (_ for _ in ()).throw(DelegateError("no Edge TPU")), open_cpu,
+                              retry=60, stats=stats, clock=clock)
+    assert [_run_frame(backend, v) for v in (1, 2, 3)] == [12, 24, 36]   # the 3rd frame re-ran on the CPU
+    assert tpu.invokes == 2 and cpu.invokes == 1 and tpu.closed and opened == ["cpu"]
+    assert "Edge TPU invoke failed" in caplog.text and "USB transfer error" in caplog.text
+    assert stats.snapshot().counts["tpu_fallbacks"] == 1
+    assert "fallback" in stats.backend
+
+
+def test_failover_retries_the_edge_tpu_periodically():
+    clock = _Clock()
+    cpu, tpu_again = FakeBackend("cpu"), FakeBackend("edgetpu:usb", scale=1)
+    attempts = []
+
+    def open_tpu():
+        attempts.append(clock.now)
+        if len(attempts) == 1:
+            raise DelegateError("no Edge TPU found")
+        return tpu_again
+
+    backend = FailoverBackend(None, open_tpu, lambda: cpu, retry=10, fallback=cpu, clock=clock)
+    _run_frame(backend, 1)
+    assert attempts == [] and not backend.on_primary
+    clock.now += 10
+    _run_frame(backend, 1)          # first retry fails: stays on the CPU
+    assert attempts == [110.0] and not backend.on_primary
+    clock.now += 5
+    _run_frame(backend, 1)
+    assert len(attempts) == 1       # not before the next period
+    clock.now += 5
+    assert _run_frame(backend, 2) == 24
+    assert backend.on_primary and tpu_again.invokes == 1 and backend.returns == 1
