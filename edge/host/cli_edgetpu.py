@@ -56,6 +56,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from edge.host import compiler as c
 
     model = Path(args.model)
+    c.validate_source(model)                 # a bad model is reported before a missing compiler
     compiler = c.find_compiler(args.compiler)
     options = c.CompileOptions(out_dir=Path(args.out) if args.out else model.parent,
                                show_operations=True, min_runtime_version=args.min_runtime_version,

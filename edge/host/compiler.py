@@ -282,8 +282,8 @@ class CompileResult:
     stdout: str = ""
 
 
-def compile_model(model: Path, options: CompileOptions, compiler: Path) -> CompileResult:
-    """Run the compiler on a full-integer model; raise :class:`CompilerError` when it fails."""
+def validate_source(model: Path) -> None:
+    """Refuse what the compiler would reject: missing, already compiled, or not full-integer int8."""
     info = read_model(model)
     if info.edgetpu:
         raise ModelError(f"{str(model)!r} is already compiled for the Edge TPU",
@@ -292,6 +292,11 @@ def compile_model(model: Path, options: CompileOptions, compiler: Path) -> Compi
         raise ModelError(f"{str(model)!r} is a {info.precision} model; edgetpu_compiler needs a full-integer "
                          "int8 model (it would fail with \"Model not quantized\")",
                          "quantize it first: edge-host quantize --mode int8")
+
+
+def compile_model(model: Path, options: CompileOptions, compiler: Path) -> CompileResult:
+    """Run the compiler on a full-integer model; raise :class:`CompilerError` when it fails."""
+    validate_source(model)
     options.out_dir.mkdir(parents=True, exist_ok=True)
     command = [str(compiler), *options.arguments(), str(model)]
     log.info("running %s", " ".join(command))

@@ -175,6 +175,12 @@ def test_float_model_is_refused_before_compiling(float_model, fake_compiler, tmp
     assert not (tmp_path / "args.txt").exists()
 
 
+def test_float_model_is_refused_even_without_a_compiler(monkeypatch, float_model, capsys):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert main(["compile", str(float_model)]) == 2
+    assert "needs a full-integer int8 model" in capsys.readouterr().err
+
+
 def test_missing_compiler_says_how_to_install(monkeypatch, int8_model, capsys):
     monkeypatch.setenv("PATH", "/nonexistent")
     assert main(["compile", str(int8_model)]) == 2
