@@ -106,6 +106,16 @@ def make_exporters(config: Config, stats: PipelineStats, source_name: str) -> Te
     return telemetry
 
 
+def model_input_size(models: loader.ModelSet) -> tuple[int, int]:
+    """(width, height) the model takes: the manifest's, else read from the model file (cheap)."""
+    spec = models.manifest.input
+    if spec.width and spec.height:
+        return spec.width, spec.height
+    from edge.runtime.model import read_model
+    shape = read_model(models.requested).inputs[0].shape
+    return int(shape[2]), int(shape[1])
+
+
 def assemble(config: Config, extra_sinks: list[Sink] | None = None,
              stats: PipelineStats | None = None,
              wrap_source: Callable[[Source], Source] | None = None) -> Assembly:
@@ -117,6 +127,8 @@ def assemble(config: Config, extra_sinks: list[Sink] | None = None,
     models = loader.resolve(config.model)
     params = finish_params(config, models.manifest)
     source = make_source(config.source)
+    if hasattr(source, "set_model_size"):   # e.g. picamera2: the ISP scales to the model's input size
+        source.set_model_size(*model_input_size(models))
     if wrap_source is not None:  # e.g. the service's ReconnectingSource
         source = wrap_source(source)
     source.open()

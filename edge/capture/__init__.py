@@ -44,6 +44,12 @@ def _images(uri: str, cfg: SourceConfig) -> Source:
     return ImageFolderSource(uri, loop=cfg.loop)
 
 
+def _picamera2(uri: str, cfg: SourceConfig) -> Source:
+    from edge.capture.picamera2 import Picamera2Source
+    camera = int(uri.split(":", 1)[1]) if ":" in uri else 0
+    return Picamera2Source(camera, width=cfg.width, height=cfg.height, fps=cfg.fps)
+
+
 def _stream(uri: str, cfg: SourceConfig) -> Source:
     from edge.capture.opencv import StreamSource
     return StreamSource(uri)
@@ -51,6 +57,8 @@ def _stream(uri: str, cfg: SourceConfig) -> Source:
 
 KINDS: list[Kind] = [
     Kind("sample", lambda u: u == "sample", _video_file, "sample"),
+    Kind("picamera2", lambda u: re.fullmatch(r"picamera2(:\d+)?", u) is not None, _picamera2,
+         "picamera2 or picamera2:1"),
     Kind("camera", lambda u: u.isdigit() or re.fullmatch(r"/dev/video\d+", u) is not None, _camera,
          "0 or /dev/video0"),
     Kind("stream", lambda u: re.match(r"^(rtsps?|rtmp|https?|udp|tcp)://", u) is not None, _stream,

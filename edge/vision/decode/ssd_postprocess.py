@@ -47,7 +47,7 @@ class SsdPostprocessDecoder:
     def __init__(self, model: ModelInfo):
         if len(model.outputs) != 4:
             raise ModelError(f"{model.path.name} has {len(model.outputs)} outputs; layout {LAYOUT} needs 4 "
-                             "(boxes, classes, scores, count)", "check output.layout in the manifest")
+                             "(boxes, classes, scores, count)", "check --layout / output.layout")
         roles = output_roles(model)
         self._pos = [roles[r] for r in ROLES]
         self._tensors = [model.outputs[p] for p in self._pos]
