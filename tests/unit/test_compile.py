@@ -192,3 +192,21 @@ def test_non_x86_host_says_where_the_compiler_runs(monkeypatch):
     monkeypatch.setattr(c.platform, "machine", lambda: "aarch64")
     with pytest.raises(c.CompilerError, match="not available for linux/aarch64.*x86-64 Linux"):
         c.find_compiler()
+
+
+def test_the_device_loader_finds_both_twins(work_dir, fake_compiler, monkeypatch, capsys):
+    """The manifests written after compiling are the ones edge run reads (edge.runtime.loader)."""
+    from edge.config import ModelConfig
+    from edge.runtime import edgetpu, loader
+
+    model = work_dir / "ssdlite_mobilenet_v2_person_int8.tflite"
+    assert main(["compile", str(model), "--compiler", str(fake_compiler)]) == 0
+    compiled = work_dir / "ssdlite_mobilenet_v2_person_int8_edgetpu.tflite"
+    given_file = loader.resolve(ModelConfig(path=str(compiled)))
+    assert given_file.requested_role == "edgetpu" and given_file.path_for("cpu") == model
+    given_dir = loader.resolve(ModelConfig(path=str(work_dir)))
+    assert given_dir.path_for("edgetpu") == compiled
+    # No Edge TPU here: --device auto on the compiled model runs its CPU twin for real.
+    monkeypatch.setattr(edgetpu, "enumerate_devices", lambda *a, **k: [])
+    loaded = loader.load(ModelConfig(path=str(compiled)))
+    assert loaded.model.path == model and "no Edge TPU found" in loaded.reason
