@@ -165,7 +165,7 @@ def write_plot(report: dict, samples: dict, path: str | Path) -> None:
     fig, axes = plt.subplots(len(panels), 1, figsize=(11, 3.2 * len(panels)), squeeze=False)
     for ax, (name, data) in zip(axes[:, 0], panels):
         labels = list(data)
-        ax.boxplot([[v * 1e3 for v in data[k]] for k in labels], vert=False, showfliers=True,
+        ax.boxplot([[v * 1e3 for v in data[k]] for k in labels], orientation="horizontal", showfliers=True,
                    flierprops={"markersize": 2})
         ax.set_yticks(range(1, len(labels) + 1), labels, fontsize=7)
         ax.set_xscale("log")
