@@ -6,11 +6,14 @@ the picamera2 source for them.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import struct
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 # FFmpeg's own messages ("moov atom not found") would precede and duplicate our errors, which say
 # what failed and what to do; OPENCV_FFMPEG_LOGLEVEL=32 in the environment shows them again.
@@ -91,8 +94,45 @@ class VideoFileSource:
             self._cap = None
 
 
+# VIDIOC_ENUM_FMT = _IOWR('V', 2, struct v4l2_fmtdesc): index, type, flags (u32 ×3), description
+# (32 bytes), pixelformat, mbus_code (u32 ×2), reserved (u32 ×3) = 64 bytes (linux/videodev2.h).
+_FMTDESC = struct.Struct("<III32sII3I")
+VIDIOC_ENUM_FMT = (3 << 30) | (_FMTDESC.size << 16) | (ord("V") << 8) | 2
+V4L2_BUF_TYPE_VIDEO_CAPTURE = 1
+
+
+def device_path(device: int | str) -> str:
+    return f"/dev/video{device}" if isinstance(device, int) else device
+
+
+def v4l2_formats(path: str, ioctl: Callable = fcntl.ioctl) -> list[str] | None:
+    """FourCCs the V4L2 device offers for capture (VIDIOC_ENUM_FMT), or None when it cannot be asked."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+    except OSError as exc:
+        log.debug("cannot open %s to list its formats: %s", path, exc)
+        return None
+    formats = []
+    try:
+        for index in range(64):
+            buf = bytearray(_FMTDESC.pack(index, V4L2_BUF_TYPE_VIDEO_CAPTURE, 0, b"", 0, 0, 0, 0, 0))
+            try:
+                ioctl(fd, VIDIOC_ENUM_FMT, buf)
+            except OSError:          # EINVAL: past the last format
+                break
+            pixelformat = _FMTDESC.unpack(bytes(buf))[4]
+            formats.append(pixelformat.to_bytes(4, "little").decode("ascii", "replace"))
+    finally:
+        os.close(fd)
+    return formats
+
+
 class CameraSource:
-    """A V4L2/UVC camera through OpenCV: buffer of 1, MJPG where offered, requested size/fps."""
+    """A V4L2/UVC camera through OpenCV: buffer of 1, MJPG where offered, requested size/fps.
+
+    MJPG is asked for only when the device lists it (VIDIOC_ENUM_FMT): at USB 2 bandwidth it is
+    what allows 720p/1080p at full frame rate, and a device without it keeps its own format.
+    """
 
     def __init__(self, device: int | str, *, width: int = 0, height: int = 0, fps: float = 0.0):
         self.device = device
@@ -110,7 +150,11 @@ class CameraSource:
                               "check `ls /dev/video*`, that the user is in the 'video' group, and that "
                               "no other process holds the camera; CSI cameras need --source picamera2")
         width, height, fps = self.request
-        cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*"MJPG"))
+        formats = v4l2_formats(device_path(self.device)) if sys.platform.startswith("linux") else None
+        if formats is None or "MJPG" in formats:
+            cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*"MJPG"))
+        else:
+            log.info("camera %s offers %s, not MJPG: keeping its own format", self.device, ", ".join(formats))
         if width and height:
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
