@@ -154,6 +154,14 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from edge.doctor import Env, report, run_checks
+
+    return report(run_checks(Env(root=Path(args.root), user=args.user or "")), sys.stdout)
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     for key, default, help_text in configuration.describe():
         print(f"{key} = {default!r}\n    {help_text}")
@@ -177,6 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_info)
     cfg = sub.add_parser("config", parents=[common], help="every configuration key, its default and meaning")
     cfg.set_defaults(func=cmd_config)
+    doctor = sub.add_parser("doctor", parents=[common], help="check this machine's set-up (runtime, Edge TPU, "
+                                                             "udev, groups, camera, power); exit 1 if blocked")
+    doctor.add_argument("--root", default="/", help="filesystem root to inspect (e.g. a mounted SD card)")
+    doctor.add_argument("--user", help="whose group membership to check (default: edge-detect if it "
+                                       "exists, else the current user)")
+    doctor.set_defaults(func=cmd_doctor)
     from edge.bench.cli import add_bench_flags, cmd_bench
     bench = sub.add_parser("bench", parents=[common], help="benchmark: raw invoke statistics per backend, the "
                                                            "pipeline, the serial loop, a simulated accelerator")
