@@ -72,6 +72,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                    runs=args.runs, min_seconds=args.min_seconds, rounds=args.rounds, frames=args.frames,
                    simulate_ms=args.simulate_ms, coldstart_frames=args.coldstart_frames, power=args.power,
                    watts=args.watts, model_args=model_args)
+    reports.check_outputs(args.json, args.markdown, plot=args.plot)
     report, samples = run(opts)
     print(reports.format_terminal(report))
     if args.json:

@@ -148,14 +148,28 @@ def _write(path: str | Path, text: str) -> None:
         raise ConfigError(f"cannot write {str(path)!r}: {exc.strerror}") from None
 
 
-def write_plot(report: dict, samples: dict, path: str | Path) -> None:
-    """Box plots of latency per raw backend and per stage of the last round's passes (PNG)."""
+def check_outputs(*paths: str | None, plot: str | None = None) -> None:
+    """Fail before a long run, not after it: output folders must exist, --plot needs matplotlib."""
+    for path in (*paths, plot):
+        if path and not Path(path).resolve().parent.is_dir():
+            raise ConfigError(f"cannot write {path!r}: its folder does not exist")
+    if plot:
+        _pyplot()
+
+
+def _pyplot():
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         raise ConfigError("--plot needs matplotlib", "pip install 'edge-detect[plot]'") from None
+    return plt
+
+
+def write_plot(report: dict, samples: dict, path: str | Path) -> None:
+    """Box plots of latency per raw backend and per stage of the last round's passes (PNG)."""
+    plt = _pyplot()
     panels = [(name, data) for name, data in (("raw invoke latency", samples.get("raw", {})),
                                               ("pipeline stages", _flatten(samples.get("pipeline", {}))),
                                               ("serial loop stages", _flatten(samples.get("serial", {}))))

@@ -177,6 +177,9 @@ def test_json_report_is_strict_json(tmp_path):
 def test_unwritable_report_path_is_an_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot write"):
         reports.write_markdown(_report(), tmp_path / "missing-dir" / "bench.md")
+    with pytest.raises(ConfigError, match="its folder does not exist"):
+        reports.check_outputs(str(tmp_path / "bench.json"), str(tmp_path / "missing-dir" / "bench.md"))
+    reports.check_outputs(str(tmp_path / "bench.json"), None)
 
 
 def test_plot_writes_a_png(tmp_path):
