@@ -426,7 +426,8 @@ def markdown(report: dict) -> str:
         lines += ["", "## Worst layers (int8, RMSE / scale)", "", "| op | tensor | scale | RMSE | RMSE/scale | max |err| |",
                   "|---|---|---:|---:|---:|---:|"]
         for r in report["worst_layers"]:
-            lines.append(f"| {r['op']} | {r['tensor']} | {r['scale']:.4g} | {r['rmse']:.4g} | "
+            tensor = (r["tensor"] or "").split(";")[0]     # fused ops list every fused name
+            lines.append(f"| {r['op']} | {tensor} | {r['scale']:.4g} | {r['rmse']:.4g} | "
                          f"{r['rmse_per_scale']:.3f} | {r['max_abs_error']:.4g} |")
     elif report.get("worst_layers_error"):
         lines += ["", f"Per-layer error not computed: {report['worst_layers_error']}"]

@@ -141,9 +141,13 @@ class _TfSource:
         tf = self.tf
         if self.source.kind == "frozen_graph":
             w, h = self.source.input_size
-            return tf.compat.v1.lite.TFLiteConverter.from_frozen_graph(
-                str(self.source.path), list(self.source.inputs), list(self.source.outputs),
-                {name: [1, h, w, 3] for name in self.source.inputs})
+            try:
+                return tf.compat.v1.lite.TFLiteConverter.from_frozen_graph(
+                    str(self.source.path), list(self.source.inputs), list(self.source.outputs),
+                    {name: [1, h, w, 3] for name in self.source.inputs})
+            except ValueError as exc:   # "Invalid tensors 'x' were found.", unparsable graphs
+                raise ConfigError(f"frozen graph {self.source.path.name}: {str(exc).strip().splitlines()[0]}",
+                                  "check --input-tensors/--output-tensors against the graph's node names") from None
         keys = [self._signature] if self._signature else None
         return tf.lite.TFLiteConverter.from_saved_model(str(self._saved), signature_keys=keys)
 
