@@ -8,10 +8,6 @@ import sys
 
 log = logging.getLogger("edge.bench")
 
-_MODEL_FLAGS = (("model", "--model"), ("manifest", "--manifest"), ("labels", "--labels"), ("device", "--device"),
-                ("threads", "--threads"), ("runtime", "--runtime"))
-
-
 def add_bench_flags(p: argparse.ArgumentParser) -> None:
     """Flags of ``edge bench`` besides the model flags (which edge.cli adds)."""
     p.add_argument("--config", "-c", help="TOML configuration file (flags override it)")
@@ -53,19 +49,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from edge.bench.raw import parse_threads
     from edge.bench.runner import Options, run
 
+    from edge.cli import RUN_FLAGS
+
+    # The model flags are edge run's (edge.cli adds them); the cold-start process gets them back.
+    model_flags = {dest: where for dest, where in RUN_FLAGS.items() if where[0] == "model"}
     overrides: dict[str, dict] = {}
-    for dest, (section, key) in {"model": ("model", "path"), "manifest": ("model", "manifest"),
-                                 "labels": ("model", "labels"), "device": ("model", "device"),
-                                 "threads": ("model", "threads"), "runtime": ("model", "runtime"),
-                                 "allow_float": ("model", "allow_float"), "source": ("source", "uri")}.items():
+    model_args: list[str] = []
+    for dest, (section, key) in {**model_flags, "source": ("source", "uri")}.items():
         value = getattr(args, dest, None)
-        if value is not None:
-            overrides.setdefault(section, {})[key] = value
+        if value is None:
+            continue
+        overrides.setdefault(section, {})[key] = value
+        if section == "model":
+            flag = "--" + dest.replace("_", "-")
+            model_args += [flag] if value is True else [flag, str(value)]
     config = configuration.load(args.config, overrides)
-    model_args = [a for dest, flag in _MODEL_FLAGS if getattr(args, dest, None) is not None
-                  for a in (flag, str(getattr(args, dest)))]
-    if args.allow_float:
-        model_args.append("--allow-float")
+    if args.config:
+        model_args = ["--config", args.config, *model_args]
     opts = Options(config=config, modes=_list(args.modes), backends=_list(args.backends),
                    threads=parse_threads(args.raw_threads) if args.raw_threads else [],
                    pipeline_threads=parse_threads(args.pipeline_threads) if args.pipeline_threads else [], warmup=args.warmup,

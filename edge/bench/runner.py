@@ -102,9 +102,8 @@ def run_raw(opts: Options, models: loader.ModelSet, report: dict, power) -> list
     for variant in variants:
         log.info("raw: %s", variant.label)
 
-        def prepare(backend, _variant=variant):
-            manifest_input = models.manifest.input
-            pre = Preprocessor(manifest_input, backend.model.inputs[0], backend.input_shape)
+        def prepare(backend):
+            pre = Preprocessor(models.manifest.input, backend.model.inputs[0], backend.input_shape)
             rawmode.fill_input(backend, pre, frame)
 
         sampler = PowerSampler(power) if power else contextlib.nullcontext()
