@@ -34,11 +34,15 @@ class PassResult:
     dropped: int
     stages: dict[str, Summary]
     samples: dict[str, list[float]] = field(repr=False, default_factory=dict)
+    energy: dict | None = None   # Energy.as_dict(frames) when a power reader is configured
 
     def as_dict(self) -> dict:
-        return {"mode": self.mode, "backend": self.backend, "simulated": self.simulated, "frames": self.frames,
-                "seconds": self.seconds, "fps": self.fps, "captured": self.captured, "dropped": self.dropped,
-                "stages_ms": {name: s.as_ms() for name, s in self.stages.items()}}
+        out = {"mode": self.mode, "backend": self.backend, "simulated": self.simulated, "frames": self.frames,
+               "seconds": self.seconds, "fps": self.fps, "captured": self.captured, "dropped": self.dropped,
+               "stages_ms": {name: s.as_ms() for name, s in self.stages.items()}}
+        if self.energy is not None:
+            out["energy"] = self.energy
+        return out
 
 
 class RecordingStats(PipelineStats):

@@ -16,9 +16,11 @@ import logging
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from edge.app import assemble, make_sinks
 from edge.bench.passes import PassResult, RecordingStats, steady_fps, summarize_stages
+from edge.bench.power import PowerSampler
 from edge.bench.raw import fill_input, invoke_samples
 from edge.bench.serial import serial_pass
 from edge.bench.statistics import Summary, ratio, summarize
@@ -29,6 +31,7 @@ from edge.errors import SourceError
 from edge.pipeline import Pipeline
 from edge.runtime.backend import Backend
 from edge.runtime.simulated import SimulatedBackend
+from edge.telemetry.power import PowerReader
 from edge.vision.preprocess import Preprocessor
 
 log = logging.getLogger(__name__)
@@ -96,6 +99,16 @@ def median_ratios(ratios: list[dict[str, float]]) -> dict[str, dict[str, float]]
     return out
 
 
+def _metered(power: PowerReader | None, run: Callable[[], PassResult]) -> PassResult:
+    """Run one pass, with its energy when a power reader is configured."""
+    if power is None:
+        return run()
+    with PowerSampler(power) as sampler:
+        result = run()
+    result.energy = sampler.energy.as_dict(result.frames)
+    return result
+
+
 def _pipeline_pass(pipeline: Pipeline, stats: RecordingStats, simulated: bool) -> PassResult:
     summary = pipeline.run()
     return PassResult("pipeline", pipeline.backend.name, simulated, summary.frames, summary.seconds,
@@ -117,22 +130,25 @@ def _raw_reference(backend: Backend, preprocessor: Preprocessor, frame: Frame, w
 
 
 def run_round(config: Config, frame: Frame, *, warmup: int, runs: int, serial: bool = True,
-              simulate_ms: float = 0.0) -> Round:
-    """One round: raw reference, pipeline, serial, then the same with the simulated accelerator."""
+              simulate_ms: float = 0.0, power: PowerReader | None = None) -> Round:
+    """One round: raw reference, pipeline, serial, then the same with the simulated accelerator.
+
+    With a power reader, each pipeline and serial pass carries its energy (J/frame, average W).
+    """
     stats = RecordingStats()
     assembly = assemble(config, stats=stats)
     backend = assembly.loaded.backend
     pre, post = assembly.pipeline.preprocessor, assembly.pipeline.postprocess
     try:
         before = _raw_reference(backend, pre, frame, warmup, runs)
-        passed = _pipeline_pass(assembly.pipeline, stats, False)
+        passed = _metered(power, lambda: _pipeline_pass(assembly.pipeline, stats, False))
         after = _raw_reference(backend, pre, frame, 0, runs)
         raw = summarize(before + after)   # bracketing the pass: load that changes meanwhile hits both sides
         threads = getattr(backend, "threads", config.model.threads)
         result = Round(raw, passed, threads)
         if serial:
-            result.serial = serial_pass(_opened(config), backend, pre, post,
-                                        max_frames=config.output.max_frames)
+            result.serial = _metered(power, lambda: serial_pass(_opened(config), backend, pre, post,
+                                                                max_frames=config.output.max_frames))
         if simulate_ms > 0:
             fill_input(backend, pre, frame)
             backend.invoke()
@@ -144,10 +160,10 @@ def run_round(config: Config, frame: Frame, *, warmup: int, runs: int, serial: b
             sinks = make_sinks(dataclasses.replace(config, output=dataclasses.replace(config.output, live="off")),
                                sim_stats, source.name)
             pipeline = Pipeline(source, sim, pre, post, sinks, sim_stats, max_frames=config.output.max_frames)
-            result.sim_pipeline = _pipeline_pass(pipeline, sim_stats, True)
+            result.sim_pipeline = _metered(power, lambda: _pipeline_pass(pipeline, sim_stats, True))
             if serial:
-                result.sim_serial = serial_pass(_opened(config), sim, pre, post,
-                                                max_frames=config.output.max_frames, simulated=True)
+                result.sim_serial = _metered(power, lambda: serial_pass(
+                    _opened(config), sim, pre, post, max_frames=config.output.max_frames, simulated=True))
     finally:
         backend.close()
     return result

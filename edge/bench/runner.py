@@ -144,10 +144,8 @@ def run_rounds(opts: Options, report: dict, power, tmp: Path) -> list[Round]:
 
 
 def _round(opts: Options, config: Config, frame, report: dict, power, simulate: bool) -> Round:
-    sampler = PowerSampler(power) if power else contextlib.nullcontext()
-    with sampler:
-        rnd = run_round(config, frame, warmup=opts.warmup, runs=opts.runs, serial="serial" in opts.modes,
-                        simulate_ms=opts.simulate_ms if simulate and "simulated" in opts.modes else 0.0)
+    rnd = run_round(config, frame, warmup=opts.warmup, runs=opts.runs, serial="serial" in opts.modes,
+                    simulate_ms=opts.simulate_ms if simulate and "simulated" in opts.modes else 0.0, power=power)
     entry = {"threads": rnd.threads, "raw_invoke_ms": rnd.raw.as_ms(), "raw_throughput_per_s": rnd.raw.throughput,
              "pipeline": rnd.pipeline.as_dict(), "ratios": rnd.ratios()}
     for name in ("serial", "sim_pipeline", "sim_serial"):
@@ -155,9 +153,6 @@ def _round(opts: Options, config: Config, frame, report: dict, power, simulate: 
             entry[name] = getattr(rnd, name).as_dict()
     if rnd.sim_raw is not None:
         entry["sim_raw_invoke_ms"] = rnd.sim_raw.as_ms()
-    if power:
-        frames = rnd.pipeline.frames + sum(p.frames for p in (rnd.serial, rnd.sim_pipeline, rnd.sim_serial) if p)
-        entry["energy"] = sampler.energy.as_dict(frames + rnd.raw.count)
     report["rounds"].append(entry)
     return rnd
 
