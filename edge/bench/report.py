@@ -70,6 +70,8 @@ def pass_rows(report: dict) -> tuple[list[str], list[list]]:
             stages = p["stages_ms"]
             text = ", ".join(f"{s} {stages[s]['p50']:.2f}/{stages[s]['p95']:.2f}" for s in _STAGES if s in stages)
             rows.append([f"{p['mode']} ({p['backend']})", p["frames"], p["fps"], p["dropped"], text])
+            if "energy" in p:
+                rows[-1][-1] += f"; {p['energy']['average_watts']:.2f} W, {p['energy']['mj_per_inference']:.1f} mJ/frame"
     return header, rows
 
 

@@ -40,6 +40,8 @@ def test_short_bench_on_the_default_model(tmp_path):
     assert set(report["int8_over_float"]) == {"1"} and report["int8_over_float"]["1"] > 0
     rnd = report["rounds"][0]
     assert rnd["pipeline"]["frames"] == 30 and rnd["serial"]["frames"] == 30
+    assert rnd["pipeline"]["energy"]["average_watts"] == pytest.approx(5, rel=0.01)
+    assert rnd["pipeline"]["energy"]["mj_per_inference"] > 0
     assert rnd["sim_pipeline"]["backend"].startswith("SIMULATED") and rnd["sim_pipeline"]["simulated"] is True
     # a file read as fast as possible: every frame, but for the one read ahead when --frames stops the pass
     assert rnd["pipeline"]["dropped"] <= 1
