@@ -447,15 +447,15 @@ def plot(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     key, title = _accuracy_key(report)
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
     for m in report["models"]:
         x, y = m["size_bytes"] / 1024, m.get(key, float("nan"))
-        ax.scatter([x], [y], s=40)
-        ax.annotate(m["model"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.scatter([x], [y], s=40, label=f"{m['model']} ({m['precision']})")
     ax.set_xlabel("size (KB)")
     ax.set_ylabel(title)
     ax.set_title(f"{title} vs size")
     ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="best")   # points of similar size overlap: names go in the legend
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
