@@ -11,36 +11,40 @@ from __future__ import annotations
 import numpy as np
 
 
-def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+def _areas(boxes: np.ndarray) -> np.ndarray:
+    return np.maximum(boxes[:, 2] - boxes[:, 0], 0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0)
+
+
+def iou(box: np.ndarray, boxes: np.ndarray, area: float | None = None, areas: np.ndarray | None = None) -> np.ndarray:
     """IoU of one [4] box with [N, 4] boxes (xmin, ymin, xmax, ymax); 0 where the union is empty."""
-    ix0 = np.maximum(box[0], boxes[:, 0])
-    iy0 = np.maximum(box[1], boxes[:, 1])
-    ix1 = np.minimum(box[2], boxes[:, 2])
-    iy1 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
-    area = max(box[2] - box[0], 0) * max(box[3] - box[1], 0)
-    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-    union = area + areas - inter
+    w = np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0])
+    h = np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1])
+    inter = np.maximum(w, 0) * np.maximum(h, 0)
+    if area is None:
+        area = max(box[2] - box[0], 0) * max(box[3] - box[1], 0)
+    union = area + (_areas(boxes) if areas is None else areas) - inter
     out = np.zeros(len(boxes), np.float32)
     np.divide(inter, union, out=out, where=union > 0)
     return out
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_output: int = 0) -> np.ndarray:
-    """Indices of the boxes kept, highest score first. ``max_output`` 0: no limit."""
+    """Indices of the boxes kept, highest score first (ties: lower index first). ``max_output`` 0: no limit."""
     if len(boxes) == 0:
         return np.zeros(0, np.int64)
-    boxes = np.asarray(boxes, np.float32)
     order = np.argsort(-np.asarray(scores), kind="stable")
+    boxes = np.asarray(boxes, np.float32)[order]          # sorted once: the loop works on contiguous rows
+    areas = _areas(boxes)
+    alive = np.arange(len(order))
     keep: list[int] = []
     limit = max_output or len(order)
-    while order.size and len(keep) < limit:
-        best = order[0]
-        keep.append(int(best))
-        if order.size == 1:
+    while alive.size and len(keep) < limit:
+        best = alive[0]
+        keep.append(int(order[best]))
+        rest = alive[1:]
+        if rest.size == 0:
             break
-        rest = order[1:]
-        order = rest[iou(boxes[best], boxes[rest]) <= iou_threshold]
+        alive = rest[iou(boxes[best], boxes[rest], areas[best], areas[rest]) <= iou_threshold]
     return np.asarray(keep, np.int64)
 
 

@@ -14,8 +14,6 @@ names), else from well-known names: TF2 signatures (box_encodings, class_logits)
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from edge.errors import ModelError
@@ -88,25 +86,29 @@ class SsdAnchorsDecoder:
         self.iou_threshold = first_set(params.iou_threshold, opts["iou_threshold"], DEFAULT_IOU)
         self.max_detections = int(first_set(params.max_detections, opts["max_detections"], DEFAULT_MAX))
 
-    def _scores(self, raw: np.ndarray) -> np.ndarray:
-        logits = dequantize(raw, self.scores_tensor).reshape(self.anchors.shape[0], -1)
+    def _best(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(class id, score) of every anchor's best class, background excluded.
+
+        Sigmoid and "none" scores are monotonic in the logit, so the best class is found on the
+        raw values (integers for a quantized output) and only those N values are dequantised and
+        activated; softmax needs every logit.
+        """
+        raw = raw.reshape(self.anchors.shape[0], -1)
         if self.score == "softmax":
+            logits = dequantize(raw, self.scores_tensor)
             e = np.exp(logits - logits.max(axis=1, keepdims=True))
-            probs = e / e.sum(axis=1, keepdims=True)
-        elif self.score == "sigmoid":
-            # Only logits that can pass the threshold need the sigmoid.
-            probs = np.zeros_like(logits)
-            limit = math.log(self.threshold / (1 - self.threshold)) if 0 < self.threshold < 1 else -np.inf
-            hot = logits >= limit
-            probs[hot] = 1.0 / (1.0 + np.exp(-logits[hot]))
-        else:
-            probs = logits
-        return probs[:, 1:] if self.background else probs
+            probs = (e / e.sum(axis=1, keepdims=True))[:, 1:] if self.background else e / e.sum(axis=1, keepdims=True)
+            class_ids = probs.argmax(axis=1)
+            return class_ids, probs[np.arange(len(probs)), class_ids]
+        classes = raw[:, 1:] if self.background else raw
+        class_ids = classes.argmax(axis=1)
+        best = dequantize(classes[np.arange(len(classes)), class_ids], self.scores_tensor)
+        if self.score == "sigmoid":
+            best = 1.0 / (1.0 + np.exp(-best))
+        return class_ids, best
 
     def __call__(self, outputs: tuple[np.ndarray, ...]) -> RawDetections:
-        probs = self._scores(outputs[self.scores_pos])
-        class_ids = probs.argmax(axis=1)
-        scores = probs[np.arange(len(probs)), class_ids]
+        class_ids, scores = self._best(outputs[self.scores_pos])
         idx = np.flatnonzero(scores >= self.threshold)
         if idx.size == 0:
             return EMPTY
