@@ -4,14 +4,20 @@
   for unused ids); ``???`` marks an unused id too.
 * Pairs: every non-blank line is ``<id> <label>`` (``0  person``, ``1: bicycle``); ids may have
   gaps, as in Coral's coco_labels.txt where ids follow COCO's 90-id numbering.
+* The TF Lite examples' ``labelmap.txt``: plain text whose first line is ``???`` for the
+  background class, which TFLite_Detection_PostProcess does not output; that line is dropped
+  (and logged), so class 0 is the next line and the COCO gaps (``???`` lines) stay aligned.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
 from edge.errors import ModelError
+
+log = logging.getLogger(__name__)
 
 _PAIR = re.compile(r"^\s*(\d+)\s*[:,]?\s+(.+?)\s*$")
 
@@ -27,6 +33,10 @@ def parse_labels(text: str, *, source: str = "labels") -> dict[int, str]:
             match = _PAIR.match(line)
             labels[int(match.group(1))] = match.group(2)
         return labels
+    if lines[0].strip() == "???":
+        log.info("labels %s: the first line '???' is the background placeholder of TF Lite's labelmap.txt; "
+                 "class 0 is the next line", source)
+        lines = lines[1:]
     return {i: line.strip() for i, line in enumerate(lines) if line.strip() and line.strip() != "???"}
 
 

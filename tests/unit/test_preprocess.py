@@ -105,3 +105,40 @@ def test_no_allocations_in_steady_state(clip_frames):
 def test_rejects_non_image_inputs():
     with pytest.raises(Exception, match="expects an image input"):
         Preprocessor(MOBILENET, tensor("UINT8", 1.0, 0, shape=(1, 1000)), (1, 1000))
+
+
+def test_bgr_model_gets_bgr_and_letterbox_pad_goes_through_the_quantization(clip_frames):
+    image = clip_frames[60]
+    spec = InputSpec(colour="BGR", std=(255.0,) * 3, resize="letterbox", pad_value=114)
+    pre = Preprocessor(spec, tensor("INT8", 1 / 255, -128, shape=(1, 320, 320, 3)), (1, 320, 320, 3))
+    out = np.zeros((1, 320, 320, 3), np.int8)
+    t = pre(frame(image), out)
+    assert out[0, 0, 0].tolist() == [114 - 128] * 3                # pad 114 → int8 code −14
+    h = round(272 * 0.5)
+    y = (320 - h) // 2
+    expected = cv2.resize(image, (320, h)).astype(np.int16) - 128  # BGR kept, zero point −128
+    assert np.abs(out[0, y:y + h].astype(np.int16) - expected).max() <= 1
+    assert (t.pad_x, t.pad_y, t.scale_x) == (0, y, 0.5)
+
+
+def test_rgb_frames_for_an_rgb_model_are_not_swapped():
+    rgb = np.zeros((100, 100, 3), np.uint8)
+    rgb[..., 0] = 250
+    pre = Preprocessor(InputSpec(colour="RGB"), tensor("UINT8", 1.0, 0, shape=(1, 50, 50, 3)), (1, 50, 50, 3))
+    out = np.zeros((1, 50, 50, 3), np.uint8)
+    pre(frame(rgb, "RGB"), out)
+    assert out[0, 25, 25].tolist() == [250, 0, 0]
+
+
+def test_yuv_frames_allocate_nothing_in_steady_state():
+    yuv = cv2.cvtColor(np.full((240, 320, 3), 90, np.uint8), cv2.COLOR_RGB2YUV_I420)
+    pre = Preprocessor(InputSpec(colour="RGB", std=(255.0,) * 3), tensor("INT8", 1 / 255, -128), (1, 300, 300, 3))
+    out = np.zeros((1, 300, 300, 3), np.int8)
+    f = frame(yuv, "YUV420")
+    pre(f, out)
+    tracemalloc.start()
+    for _ in range(20):
+        pre(f, out)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 20_000, f"{peak} bytes allocated per 20 frames"
