@@ -75,12 +75,12 @@ class MqttExporter:
         self.client.on_connect_fail = self._on_connect_fail
         self._failed_logged = False
         self.address = f"{host}:{port}"
+        log.info("MQTT to %s:%d under %s/", host, port, self.prefix)
         # connect_async: a broker that is down at start is retried by the network thread, not fatal
         self.client.connect_async(host, port, keepalive)
         self.client.loop_start()
         self._timer = threading.Thread(target=self._stats_loop, name="mqtt-stats", daemon=True)
         self._timer.start()
-        log.info("MQTT to %s:%d under %s/", host, port, self.prefix)
 
     def topic(self, *parts: str) -> str:
         return "/".join((self.prefix, *parts))

@@ -146,3 +146,31 @@ def test_static_power_when_nothing_else(tmp_path):
     monitor = SystemMonitor(PipelineStats(), sys_root=tmp_path, runner=lambda *a: "", power="auto",
                             static_watts=5.5)
     assert monitor.sample(now=0.0).watts == 5.5 and monitor.sample(now=2.0).joules == pytest.approx(11.0)
+
+
+def test_prometheus_families_on_a_recorded_pi5(data_dir):
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from edge.telemetry.prometheus import EdgeCollector
+
+    stats = PipelineStats()
+    stats.published_frame({"invoke": 0.01, "end_to_end": 0.02}, ["person", "person"])
+    stats.error("mqtt_publish")
+    monitor = SystemMonitor(stats, sys_root=data_dir / "thermal/sys", runner=recorded_vcgencmd(data_dir))
+    monitor.sample(now=0.0)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(EdgeCollector(stats, monitor))
+    families = {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
+    assert samples[("edge_detections_total", (("label", "person"),))] == 2
+    assert samples[("edge_errors_total", (("kind", "mqtt_publish"),))] == 1
+    assert samples[("edge_power_watts", (("source", "pmic"),))] == pytest.approx(2.472089, rel=1e-5)
+    assert samples[("edge_power_rail_watts", (("rail", "VDD_CORE"),))] == pytest.approx(1.501 * 0.88)
+    assert samples[("edge_throttle", (("flag", "under_voltage"), ("when", "now")))] == 1
+    assert samples[("edge_throttle", (("flag", "soft_temp_limit"), ("when", "since_boot")))] == 0
+    assert samples[("edge_arm_clock_hertz", ())] == 1800404352
+    assert samples[("edge_end_to_end_seconds_bucket", (("le", "0.02"),))] == 1
+    assert samples[("edge_end_to_end_seconds_bucket", (("le", "0.01"),))] == 0
+    for source in ("power", "thermal", "throttle", "process"):
+        assert samples[(f"edge_{source}_available", (("reason", ""),))] == 1
