@@ -20,7 +20,7 @@ from edge.telemetry.jsonl import JsonlSink
 from edge.telemetry.live import LiveLine
 from edge.telemetry.hub import Telemetry
 from edge.telemetry.stats import PipelineStats
-from edge.vision.decode import FinishParams, make_decoder, make_postprocess
+from edge.vision.decode import FinishParams, check_layout, make_decoder, make_postprocess
 from edge.vision.labels import load_labels
 from edge.vision.preprocess import Preprocessor
 
@@ -124,6 +124,7 @@ def assemble(config: Config, extra_sinks: list[Sink] | None = None,
     Cheap checks (device string, manifest, labels, the source itself) come before the model loads.
     """
     edgetpu.parse_device(config.model.device)
+    check_layout(config.model.layout)
     models = loader.resolve(config.model)
     params = finish_params(config, models.manifest)
     source = make_source(config.source)

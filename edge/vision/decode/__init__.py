@@ -22,7 +22,7 @@ from edge.vision.decode.base import (Classification, DecodeParams, Decoder, Dete
                                      RawDetections, finish, finish_classes)
 
 __all__ = ["Decoder", "Detection", "Classification", "DecodeParams", "FinishParams", "RawDetections",
-           "RawClasses", "finish", "finish_classes", "LAYOUTS", "Layout", "make_decoder", "identify_layout",
+           "RawClasses", "finish", "finish_classes", "LAYOUTS", "Layout", "make_decoder", "identify_layout", "check_layout",
            "make_postprocess"]
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,11 @@ LAYOUTS: dict[str, Layout] = {
 }
 ALIASES = {"yolov11": yolo.V8, "yolo11": yolo.V8, "yolov5u": yolo.V8}
 AUTO = "auto"
+
+
+def check_layout(name: str) -> str:
+    """The canonical layout name for ``name`` (or ``auto``); an error lists the valid ones."""
+    return name if name == AUTO else _known(name)
 
 
 def _known(name: str) -> str:
