@@ -47,6 +47,7 @@ def test_dry_run_prints_every_action_and_changes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_install_into_a_root_then_again_changes_nothing(tmp_path):
     first = _install("--root", str(tmp_path), "--no-apt", "--no-pip")
     assert len(_actions(first)) == 7
