@@ -174,3 +174,27 @@ def test_classification_top_k_int8_and_postprocess():
     dec = make_decoder(model([int8]), manifest(layout="classification", score="softmax"), DecodeParams())
     raw = dec((np.array([[-128, -118, -128, -128]], np.int8),))   # logits 0, 1, 0, 0
     assert raw.class_ids[0] == 1 and raw.scores[0] == pytest.approx(math.e / (math.e + 3))
+
+
+def test_mediapipe_box_order_linear_sizes_and_pixel_scales():
+    # BlazeFace style: x, y, w, h relative to the anchor, divided by the input size (128), no exp.
+    m = model([out((1, 1, 4), name="regressors", index=0), out((1, 1, 1), name="classificators", index=1)],
+              inputs=(1, 128, 128, 3))
+    dec = make_decoder(m, manifest(layout="ssd_anchors", anchors=[[0.5, 0.25, 1.0, 1.0]], box_order="xywh",
+                                   box_scales=[128, 128, 128, 128], exp_box_size=False),
+                       DecodeParams(score_threshold=0.5))
+    raw = dec((np.array([[[12.8, -6.4, 32.0, 64.0]]], np.float32), np.array([[[3.0]]], np.float32)))
+    # xc = 0.25 + 12.8/128 = 0.35, yc = 0.5 − 0.05 = 0.45, w = 0.25, h = 0.5
+    assert raw.boxes[0].tolist() == pytest.approx([0.225, 0.2, 0.475, 0.7])
+    assert raw.class_ids.tolist() == [0] and raw.scores[0] == pytest.approx(1 / (1 + math.exp(-3)))
+
+
+def test_ssd_anchors_int8_logits_pick_the_class_on_raw_codes():
+    boxes_t = out((1, 2, 4), name="box_encodings", index=0)
+    scores_t = out((1, 2, 3), "INT8", ((0.1,), (0,)), name="class_logits", index=1)
+    dec = make_decoder(model([boxes_t, scores_t]),
+                       manifest(layout="ssd_anchors", anchors=[[0.5, 0.5, 0.2, 0.2]] * 2, background_class=True),
+                       DecodeParams(score_threshold=0.5))
+    logits = np.array([[[100, 5, 20], [127, -50, -60]]], np.int8)     # anchor 0: class 1 (logit 2.0)
+    raw = dec((np.zeros((1, 2, 4), np.float32), logits))
+    assert raw.class_ids.tolist() == [1] and raw.scores[0] == pytest.approx(1 / (1 + math.exp(-2.0)))
