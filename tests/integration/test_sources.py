@@ -174,3 +174,16 @@ def test_a_raw_head_without_manifest_asks_for_the_layout(tmp_path):
     assert r.returncode == 2
     assert "cannot tell the output layout of head.tflite from the model itself (set output.layout in its " \
            "manifest or pass --layout" in r.stderr
+
+
+def test_a_bare_yolov5_runs_with_layout_and_labels_flags(tmp_path, clip):
+    bare = tmp_path / "v5.tflite"
+    shutil.copyfile(MODELS / "yolov5/yolov5_int8.tflite", bare)
+    out = tmp_path / "d.jsonl"
+    r = run_edge("run", "-m", str(bare), "--layout", "yolov5", "--labels", str(MODELS / "yolov5/labels.txt"),
+                 "-s", str(clip), "--as-fast-as-possible", "--max-frames", "5", "--jsonl", str(out), "--live", "off",
+                 "--score-threshold", "0.05")
+    assert r.returncode == 0, r.stderr
+    assert all(d["class_id"] < 80 for e in events(out) for d in e["detections"])
+    r = run_edge("run", "-m", str(bare), "--layout", "yolov5", "--jsonl", "", "--live", "off", "--max-frames", "1")
+    assert r.returncode == 2 and "cannot tell how many classes v5.tflite has" in r.stderr
