@@ -70,7 +70,7 @@ class RawResult:
     first_s: float
     warmup: int
     latency: Summary
-    peak_rss_mb: float
+    peak_rss_mb: float        # of the whole process, with every variant loaded
     samples: list[float] = field(repr=False, default_factory=list)   # seconds, for plots
 
     @property
@@ -172,30 +172,67 @@ def fill_input(backend: Backend, preprocessor: Preprocessor, frame: Frame) -> No
     del view
 
 
-def measure(open_backend: Callable[[], Backend], variant: Variant, prepare: Callable[[Backend], None], *,
-            warmup: int, runs: int, min_seconds: float = 0.0, runtime: str = "") -> RawResult:
-    """benchmark_model-style statistics of ``variant``: init, first inference, warm-up, runs."""
+@dataclass
+class _Open:
+    variant: Variant
+    backend: Backend
+    init: float
+    first: float
+    samples: list[float] = field(default_factory=list)
+    energy: list = field(default_factory=list)
+
+
+def measure(openers: list[tuple[Variant, Callable[[], Backend]]], prepare: Callable[[Backend], None], *,
+            warmup: int, runs: int, min_seconds: float = 0.0, rounds: int = 1, runtime: str = "",
+            meter: Callable[[Callable[[], list[float]]], tuple[list[float], object]] | None = None
+            ) -> list[tuple[RawResult, list]]:
+    """benchmark_model-style statistics of every variant: init, first inference, warm-up, runs.
+
+    All variants are opened first (init and first inference timed one by one); the recorded runs
+    are then split into ``rounds`` chunks taken in turn from each variant, so that load from other
+    processes that comes and goes falls on every variant alike and ratios between them hold.
+    ``meter`` wraps each chunk (e.g. to read power) and returns (samples, its measurement).
+    Returns (result, the chunk measurements) per variant, in order.
+    """
     if runs < 1:
         raise ConfigError(f"runs = {runs} is not positive", "measure at least one run")
     if warmup < 0:
         raise ConfigError(f"warm-up runs = {warmup} is negative")
-    t0 = time.perf_counter_ns()
-    backend = open_backend()
-    init = (time.perf_counter_ns() - t0) / 1e9
+    if rounds < 1:
+        raise ConfigError(f"rounds = {rounds} is not positive")
+    opened: list[_Open] = []
     try:
-        prepare(backend)
-        t0 = time.perf_counter_ns()
-        backend.invoke()
-        first = (time.perf_counter_ns() - t0) / 1e9
-        for _ in range(warmup):
+        for variant, open_backend in openers:
+            log.info("raw: opening %s", variant.label)
+            t0 = time.perf_counter_ns()
+            backend = open_backend()
+            init = (time.perf_counter_ns() - t0) / 1e9
+            opened.append(_Open(variant, backend, init, 0.0))
+            prepare(backend)
+            t0 = time.perf_counter_ns()
             backend.invoke()
-        samples = invoke_samples(backend, runs, min_seconds)
-        name = backend.name
-        model_name = Path(backend.model.path).name
+            opened[-1].first = (time.perf_counter_ns() - t0) / 1e9
+            for _ in range(warmup):
+                backend.invoke()
+        per_round = -(-runs // rounds)
+        for r in range(rounds):
+            for o in opened:
+                n = min(per_round, runs - len(o.samples)) if r < rounds - 1 else runs - len(o.samples)
+                if n <= 0 and not min_seconds:
+                    continue
+                chunk = lambda o=o, n=n: invoke_samples(o.backend, n, min_seconds / rounds)  # noqa: E731
+                if meter is None:
+                    o.samples += chunk()
+                else:
+                    samples, measurement = meter(chunk)
+                    o.samples += samples
+                    o.energy.append(measurement)
+        rss = peak_rss_mb()
+        return [(RawResult(o.variant, Path(o.backend.model.path).name, runtime, o.backend.name, o.init, o.first,
+                           warmup, summarize(o.samples), rss, o.samples), o.energy) for o in opened]
     finally:
-        backend.close()
-    return RawResult(variant, model_name, runtime, name, init, first, warmup, summarize(samples),
-                     peak_rss_mb(), samples)
+        for o in opened:
+            o.backend.close()
 
 
 def invoke_samples(backend: Backend, runs: int, min_seconds: float = 0.0) -> list[float]:
@@ -211,8 +248,8 @@ def invoke_samples(backend: Backend, runs: int, min_seconds: float = 0.0) -> lis
     return samples
 
 
-def int8_float_ratios(results: list[RawResult]) -> dict[int, float]:
-    """threads → mean int8 (XNNPACK) latency / mean float32 latency, for thread counts measured in both."""
-    by = {(r.variant.kind, r.variant.threads): r.latency.mean for r in results}
+def int8_float_ratios(results: list[RawResult], statistic: str = "mean") -> dict[int, float]:
+    """threads → int8 (XNNPACK) latency / float32 latency (``mean`` or ``p50``), for thread counts measured in both."""
+    by = {(r.variant.kind, r.variant.threads): getattr(r.latency, statistic) for r in results}
     return {t: by[("cpu", t)] / by[("float", t)] for (kind, t) in by
             if kind == "float" and ("cpu", t) in by and by[("float", t)] > 0}

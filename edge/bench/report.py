@@ -78,8 +78,9 @@ def pass_rows(report: dict) -> tuple[list[str], list[list]]:
 def ratio_rows(report: dict) -> tuple[list[str], list[list]]:
     header = ["ratio", "median", "min", "max", "rounds"]
     rows = [[k, v["median"], v["min"], v["max"], len(v["rounds"])] for k, v in report.get("ratios", {}).items()]
-    for threads, value in (report.get("int8_over_float") or {}).items():
-        rows.append([f"int8_over_float_invoke ({threads} thr)", value, None, None, 1])
+    for key in ("int8_over_float", "int8_over_float_p50"):
+        for threads, value in (report.get(key) or {}).items():
+            rows.append([f"{key} ({threads} thr)", value, None, None, 1])
     return header, rows
 
 

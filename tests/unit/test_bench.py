@@ -161,7 +161,7 @@ def test_terminal_and_markdown_reports():
     assert "| backend | init ms | first ms | mean |" in md
     assert "| SIMULATED 7.2 ms |" in md
     assert "| pipeline (SIMULATED accelerator 7.2 ms) |" in md
-    assert "| int8_over_float_invoke (2 thr) | 0.41 |" in md
+    assert "| int8_over_float (2 thr) | 0.41 |" in md
 
 
 def test_json_report_is_strict_json(tmp_path):
@@ -192,3 +192,47 @@ def test_plot_writes_a_png(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ConfigError, match="nothing to plot"):
         reports.write_plot(_report(), {"raw": {}, "pipeline": {}, "serial": {}}, tmp_path / "empty.png")
+
+
+class _CountingBackend:
+    """Records the order of invokes across backends (to check that runs are interleaved)."""
+
+    def __init__(self, name: str, log: list[str]):
+        self.name, self.log = name, log
+        self.model = type("M", (), {"path": f"{name}.tflite"})()
+        self.input_shape = (1, 2, 2, 3)
+        self.closed = False
+
+    def input_view(self):
+        return np.zeros(self.input_shape, np.uint8)
+
+    def invoke(self) -> None:
+        self.log.append(self.name)
+
+    def outputs(self):
+        return ()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_raw_runs_are_interleaved_across_variants_in_rounds():
+    from edge.bench.raw import measure
+    calls: list[str] = []
+    backends = {}
+
+    def opener(name):
+        def open_backend():
+            backends[name] = _CountingBackend(name, calls)
+            return backends[name]
+        return open_backend
+
+    openers = [(Variant("cpu", threads=1), opener("a")), (Variant("float", threads=1), opener("b"))]
+    results = measure(openers, lambda backend: None, warmup=2, runs=7, rounds=3, runtime="fake 1.0")
+    # per variant: first inference + 2 warm-up, then chunks of 3, 3, 1 taken in turn
+    assert calls == ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3 + ["a", "b"]
+    assert [r.latency.count for r, _ in results] == [7, 7]
+    assert [r.variant.kind for r, _ in results] == ["cpu", "float"] and results[0][0].model == "a.tflite"
+    assert all(b.closed for b in backends.values())
+    with pytest.raises(ConfigError, match="runs = 0 is not positive"):
+        measure(openers, lambda backend: None, warmup=0, runs=0)
