@@ -12,6 +12,7 @@ Edge TPU requirements on the result and writes the manifest and the report.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -80,6 +81,12 @@ def _check(options: QatOptions) -> list[str]:
         raise ConfigError(f"epochs {options.epochs} / float epochs {options.float_epochs} must be positive")
     if any(s == 0 for s in options.std):
         raise ConfigError(f"--std {options.std} contains 0")
+    missing = [m for m in ("tensorflow", "tf_keras", "tensorflow_model_optimization")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        raise EdgeError(f"edge-host qat needs {', '.join(missing)}, which is not installed",
+                        "pip install 'edge-detect[host]' and then pip install --no-deps tf-keras==2.21.0 "
+                        "tensorflow-model-optimization==0.8.1")
     return classes
 
 

@@ -73,3 +73,35 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, digits):
                             timeout=300, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_qat_fine_tunes_a_given_tf_keras_model(digits, tmp_path):
+    """--model: a tf_keras Functional model trained (briefly) and saved as .h5 in a Keras 2 process."""
+    import os
+    model = tmp_path / "given.h5"
+    script = f"""
+import numpy as np, tf_keras as keras
+from pathlib import Path
+from edge.host.qat import QatOptions, _load_data
+x, y, _, _ = _load_data(QatOptions(data={str(digits)!r}, out=""), (16, 16))
+inp = keras.Input((16, 16, 3))
+h = keras.layers.Conv2D(16, 3, activation="relu")(inp)
+h = keras.layers.MaxPooling2D()(h)
+h = keras.layers.Flatten()(h)
+out = keras.layers.Dense(10, activation="softmax")(h)
+m = keras.Model(inp, out)
+m.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+m.fit(x, y, epochs=2, batch_size=64, verbose=0)
+m.save({str(model)!r})
+"""
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = qat.run(qat.QatOptions(data=str(digits), out=str(tmp_path / "out"), model=str(model), epochs=1,
+                                    batch_size=64, io="int8"))
+    assert report["input_size"] == [16, 16] and report["float_epochs"] == 0
+    assert report["accuracy"]["qat_int8"] >= 0.85, report["accuracy"]
+    info = read_model(tmp_path / "out" / "qat_qat_int8.tflite")
+    assert info.inputs[0].type == "INT8" and qat.edgetpu_problems(info.path) == []
+    assert load_manifest(tmp_path / "out" / "manifest.json").provenance["source"] == "given.h5"
