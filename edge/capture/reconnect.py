@@ -7,7 +7,11 @@ replaced. :class:`ReconnectingSource` turns an end (``read`` returned None) or a
 Every successful reopen is counted (``on_reconnect``, the ``reconnects`` metric) and logged.
 
 A read that blocks forever is not detected here: no frame completes, the frame-progress watchdog
-stops pinging and systemd restarts the service (see :mod:`edge.service.watchdog`).
+stops pinging and systemd restarts the service (see :mod:`edge.service.watchdog`). Drivers and
+FFmpeg turn most hangs into errors themselves (V4L2 select timeout, FFmpeg's read timeout), which
+land here. While an outage is being handled, :attr:`outage_since` and :attr:`opening_since` tell
+the service that the process is busy recovering rather than hung, so that it keeps the watchdog
+fed unless a single ``open`` itself hangs.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import dataclasses
 import logging
 import random
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -56,6 +61,9 @@ class ReconnectingSource:
         self.rng = rng or random.Random()
         self.reconnects = 0
         self.failed_attempts = 0
+        self.outage_since: float | None = None    # time.monotonic() when frames stopped; None: delivering
+        self.opening_since: float | None = None   # time.monotonic() when the running open() began
+        self.last_error = ""
         self._index = 0
 
     def open(self) -> None:
@@ -70,6 +78,7 @@ class ReconnectingSource:
                 reason = str(exc)
             else:
                 if frame is not None:
+                    self.outage_since = None
                     frame = dataclasses.replace(frame, index=self._index)
                     self._index += 1
                     return frame
@@ -77,6 +86,9 @@ class ReconnectingSource:
             if self.stop.is_set():
                 break
             log.warning("source %s: %s; reconnecting", self.name, reason)
+            self.last_error = reason
+            if self.outage_since is None:
+                self.outage_since = time.monotonic()
             self._reopen()
         return None
 
@@ -87,14 +99,18 @@ class ReconnectingSource:
             delay = self.backoff.delay(attempt, self.rng)
             if self.stop.wait(delay):
                 return
+            self.opening_since = time.monotonic()
             try:
                 self.inner.open()
             except SourceError as exc:
+                self.opening_since = None
+                self.last_error = str(exc)
                 attempt += 1
                 self.failed_attempts += 1
                 log.warning("source %s: reopen attempt %d failed (%s); next in up to %.1f s", self.name,
                             attempt, exc, self.backoff.ceiling(attempt))
                 continue
+            self.opening_since = None
             self.reconnects += 1
             log.info("source %s reopened after %d failed attempt(s) (reconnect #%d)", self.name, attempt,
                      self.reconnects)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from typing import Callable
 
 from edge.capture.base import Source
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 DRAIN_TIMEOUT = 20.0   # seconds to finish frames in flight; below the unit's TimeoutStopSec
+# While the source reconnects the watchdog is fed (the process is recovering, not hung), unless one
+# open() has been running this long: then it is hung, and systemd's restart is the remedy.
+OPEN_HANG = 60.0
 
 
 def precheck(config: Config) -> None:
@@ -61,6 +65,7 @@ class Daemon:
         self._stop_requested = False
         self._reload_requested = False
         self._source_stop = threading.Event()
+        self._source: ReconnectingSource | None = None
         self._worker: threading.Thread | None = None
         self._error: BaseException | None = None
 
@@ -88,13 +93,16 @@ class Daemon:
         from edge.runtime.failover import wrap_for_failover
 
         self._source_stop = threading.Event()
+        self._source = None
         stop = self._source_stop
 
         def wrap(source: Source) -> Source:
             if not config.service.reconnect:
                 return source
             backoff = Backoff(config.service.reconnect_initial, config.service.reconnect_max)
-            return ReconnectingSource(source, backoff, stop=stop, on_reconnect=lambda: self.stats.count("reconnects"))
+            self._source = ReconnectingSource(source, backoff, stop=stop,
+                                              on_reconnect=lambda: self.stats.count("reconnects"))
+            return self._source
 
         self.notifier.extend_timeout(config.service.load_timeout)
         self.notifier.status(f"loading {config.model.path or 'the default model'}")
@@ -178,8 +186,9 @@ class Daemon:
                 assert self._worker is not None
                 if not self._worker.is_alive():
                     return self._ended()
+                note = self._recovering()
                 if self.ready.is_set():
-                    reporter.maybe_report(self.watchdog.stalled_for())
+                    reporter.maybe_report(self.watchdog.stalled_for(), note=note)
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
@@ -187,6 +196,16 @@ class Daemon:
             log.info("service ends: %d frames inferred, %d published, %d dropped, %d reconnects, %d reloads",
                      snap.inferred, snap.published, snap.dropped, snap.reconnects, self.reloads)
             self.notifier.close()
+
+    def _recovering(self) -> str:
+        """Feed the watchdog while the source is being reopened; the STATUS note saying so."""
+        source = self._source
+        if source is None or source.outage_since is None:
+            return ""
+        now = time.monotonic()
+        if source.opening_since is None or now - source.opening_since < OPEN_HANG:
+            self.watchdog.keepalive()
+        return f"source lost {now - source.outage_since:.0f} s ago, reconnecting: {source.last_error}"
 
     def _ended(self) -> int:
         self.notifier.stopping("pipeline ended")

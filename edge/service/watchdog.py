@@ -46,6 +46,15 @@ class FrameWatchdog:
             self.last_ping = now
             self.pings += 1
 
+    def keepalive(self) -> None:
+        """Ping without a frame: only while the service is knowingly recovering (source reconnects)."""
+        now = self.clock()
+        if self.period is None or now - self.last_ping < self.min_interval:
+            return
+        if self.notifier.watchdog():
+            self.last_ping = now
+            self.pings += 1
+
     def stalled_for(self) -> float:
         """Seconds since the last frame completed."""
         return self.clock() - self.last_frame
@@ -60,10 +69,11 @@ class StatusReporter:
         self.interval = interval
         self._last = float("-inf")
 
-    def maybe_report(self, stalled_for: float, now: float | None = None) -> bool:
+    def maybe_report(self, stalled_for: float, now: float | None = None, note: str = "") -> bool:
         now = time.monotonic() if now is None else now
         if now - self._last < self.interval:
             return False
         self._last = now
         stall = stalled_for if stalled_for >= self.interval else 0.0
-        return self.notifier.status(status_line(self.stats.snapshot(), stall))
+        text = status_line(self.stats.snapshot(), stall)
+        return self.notifier.status(f"{text}; {note}" if note else text)

@@ -38,7 +38,7 @@ def _short_clip(path, clip_frames, n=20):
 
 
 def _frames_after(listener, proc, count=3):
-    """Wait until ``count`` more watchdog pings (frames completing) arrive."""
+    """Wait until ``count`` more watchdog pings arrive."""
     seen = len(listener.having("WATCHDOG", "1"))
     listener.wait_for("WATCHDOG", "1", count=seen + count, proc=proc)
 
@@ -69,6 +69,9 @@ def test_a_removed_and_recreated_file_is_picked_up_again(tmp_path, listener, cli
         video.unlink()
         daemon.wait_log("reopen attempt 2 failed")          # gone: retried with backoff, still running
         assert "does not exist" in daemon.log()
+        _frames_after(listener, daemon)    # no frames, yet the watchdog is fed: recovering, not hung
+        assert "reopened after" not in daemon.log()
+        assert any("reconnecting" in m["STATUS"] for _, m in listener.having("STATUS"))
         shutil.copy(original, video)
         daemon.wait_log("reopened after")
         assert re.search(r"reopened after [1-9]\d* failed attempt", daemon.log())
