@@ -159,6 +159,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     from edge.doctor import Env, report, run_checks
 
+    if not Path(args.root).is_dir():
+        raise configuration.ConfigError(f"--root {args.root!r} is not a directory",
+                                        "give / or the root of a mounted system")
     return report(run_checks(Env(root=Path(args.root), user=args.user or "")), sys.stdout)
 
 

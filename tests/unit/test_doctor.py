@@ -126,3 +126,8 @@ def test_edge_doctor_cli_on_a_recorded_root(data_dir):
     fine = run_edge("doctor", "--root", str(data_dir / "doctor" / "pi4-usb3-ok"))
     assert fine.returncode == 0, fine.stdout
     assert "nothing blocks running" in fine.stdout
+
+
+def test_edge_doctor_refuses_a_missing_root(tmp_path):
+    done = run_edge("doctor", "--root", str(tmp_path / "nope"))
+    assert done.returncode == 2 and "nope" in done.stderr and "not a directory" in done.stderr
