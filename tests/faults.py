@@ -7,6 +7,9 @@ product itself has no test-only switch:
     fault:stall-after=N[,marker=PATH]   the embedded clip, real time; after N frames read() blocks
                                         (a hung camera) and PATH is created to say so.
 
+``python -m tests.faults edge --hang-invoke-after=N,marker=PATH ARGS…`` makes the interpreter's
+invoke never return after N calls (an Edge TPU stuck in a USB transfer), creating PATH.
+
 ``python -m tests.faults mjpeg-server PORT`` serves the embedded clip as an endless MJPEG stream
 over HTTP (multipart/x-mixed-replace, what IP cameras serve) at 25 fps, so tests can kill and
 restart a real stream server.
@@ -64,6 +67,23 @@ def _fault_source(uri: str, cfg: SourceConfig) -> StallingSource:
     return StallingSource(int(params["stall-after"]), marker)
 
 
+def hang_invoke_after(n: int, marker: Path) -> None:
+    """Patch TFLiteBackend.invoke: after ``n`` calls it blocks forever, like a wedged delegate."""
+    from edge.runtime.backend import TFLiteBackend
+
+    original = TFLiteBackend.invoke
+    calls = [0]
+
+    def invoke(self) -> None:
+        calls[0] += 1
+        if calls[0] > n:
+            marker.write_text(f"{time.time()}\n")
+            threading.Event().wait()
+        original(self)
+
+    TFLiteBackend.invoke = invoke
+
+
 def register() -> None:
     KINDS.insert(0, Kind("fault", lambda u: u.startswith("fault:"), _fault_source, "fault:stall-after=30"))
 
@@ -110,6 +130,10 @@ def main(argv: list[str]) -> int:
         return 0
     if argv[:1] == ["edge"]:
         register()
+        if len(argv) > 1 and argv[1].startswith("--hang-invoke-after="):
+            params = dict(part.split("=", 1) for part in argv[1][2:].split(","))
+            hang_invoke_after(int(params["hang-invoke-after"]), Path(params["marker"]))
+            argv = argv[1:]
         from edge.cli import main as edge_main
         return edge_main(argv[1:])
     print("usage: python -m tests.faults (edge ARGS… | mjpeg-server PORT)", file=sys.stderr)

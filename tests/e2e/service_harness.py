@@ -66,14 +66,15 @@ class NotifyListener:
 class Daemon:
     """``python -m tests.faults edge run --service ARGS`` (tests.faults adds the fault: source kind)."""
 
-    def __init__(self, args: list[str], cwd: Path, notify: str, watchdog_usec: int | None = None):
+    def __init__(self, args: list[str], cwd: Path, notify: str, watchdog_usec: int | None = None,
+                 faults: tuple[str, ...] = ()):
         env = dict(os.environ, NOTIFY_SOCKET=notify, PYTHONPATH=str(ROOT))
         env.pop("WATCHDOG_PID", None)
         if watchdog_usec:
             env["WATCHDOG_USEC"] = str(watchdog_usec)
         self.log_path = cwd / "daemon.log"
         self._log = self.log_path.open("w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.faults", "edge", "run", "--service", *args],
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.faults", "edge", *faults, "run", "--service", *args],
                                      cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT)
 
     def log(self) -> str:

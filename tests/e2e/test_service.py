@@ -48,12 +48,17 @@ def test_ready_only_after_the_first_inference_then_watchdog_and_status(tmp_path,
         daemon.kill()
 
 
-def test_watchdog_pings_stop_when_the_source_stalls(tmp_path):
+@pytest.mark.parametrize("what", ["source", "invoke"])
+def test_watchdog_pings_stop_when_the_source_or_invoke_hangs(tmp_path, what):
     # An abstract-namespace socket, as systemd uses by default.
     listener = NotifyListener(f"@edge-test-{os.getpid()}-{time.monotonic_ns()}")
     marker = tmp_path / "stalled"
-    daemon = _daemon(tmp_path, listener, "--source", f"fault:stall-after=40,marker={marker}", "--jsonl", "",
-                     watchdog_usec=400_000)
+    if what == "source":
+        daemon = Daemon(["--source", f"fault:stall-after=40,marker={marker}", "--jsonl", ""], tmp_path,
+                        listener.address, 400_000)
+    else:
+        daemon = Daemon(["--jsonl", ""], tmp_path, listener.address, 400_000,
+                        faults=(f"--hang-invoke-after=40,marker={marker}",))
     try:
         listener.wait_for("READY", "1", proc=daemon)
         deadline = time.monotonic() + 60
