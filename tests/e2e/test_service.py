@@ -1,7 +1,9 @@
 """`edge run --service` as systemd runs it: a subprocess, a real AF_UNIX notify socket, signals.
 
-Real model (the embedded int8 SSDLite on XNNPACK), real clip. The stalling source comes from
-tests/faults.py (registered through the source registry by the test entry point only).
+Real model (the embedded int8 SSDLite on XNNPACK), real clip. The faults come from tests/faults.py,
+used only by the test entry point: a stalling source (registered through the source registry)
+and an invoke that never returns (the Edge TPU is absent here; a wedged USB transfer is simulated
+by blocking the interpreter's invoke).
 """
 
 from __future__ import annotations
