@@ -301,7 +301,35 @@ def check_throttling(env: Env) -> list[Finding]:
     return [Finding("throttling", OK, "no under-voltage or throttling since boot")]
 
 
+def check_service(env: Env) -> list[Finding]:
+    """The installed unit and its configuration file (what `systemctl start edge-detect` would read)."""
+    from edge import config as configuration
+    from edge.errors import ConfigError
+
+    unit = "etc/systemd/system/edge-detect.service"
+    if not env.path(unit).is_file():
+        return [Finding("service", INFO, "edge-detect.service not installed",
+                        "sudo scripts/install-pi.sh (see README, Deployment on a Raspberry Pi)")]
+    enabled = env.path("etc/systemd/system/multi-user.target.wants/edge-detect.service").is_symlink()
+    findings = [Finding("service", OK if enabled else WARN,
+                        f"/{unit} installed, {'enabled' if enabled else 'not enabled'}",
+                        "" if enabled else "sudo systemctl enable --now edge-detect")]
+    config = env.path("etc/edge-detect/edge.toml")
+    if not config.is_file():
+        findings.append(Finding("config", FAIL, "/etc/edge-detect/edge.toml is missing (the unit reads it)",
+                                "sudo install -m 0640 systemd/edge.toml /etc/edge-detect/edge.toml"))
+        return findings
+    try:
+        configuration.load(config)
+    except ConfigError as exc:
+        findings.append(Finding("config", FAIL, f"/etc/edge-detect/edge.toml: {exc.message}",
+                                exc.remedy or "fix the value; `edge config` lists every key"))
+    else:
+        findings.append(Finding("config", OK, "/etc/edge-detect/edge.toml is valid"))
+    return findings
+
+
 CHECKS: list[Callable[[Env], list[Finding]]] = [
     check_python, check_numpy_abi, check_runtime, check_libedgetpu, check_access, check_pcie,
-    check_usb_speed, check_camera, check_throttling,
+    check_usb_speed, check_camera, check_throttling, check_service,
 ]

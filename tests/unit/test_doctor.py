@@ -48,6 +48,7 @@ def test_a_set_up_pi4_with_a_usb3_coral_passes(data_dir):
     assert "Coral 2-2 at 5000 Mbit/s (USB 3)" in text
     assert "user edge-detect is in plugdev, video" in text
     assert "/dev/video0 (HD Pro Webcam C920)" in text and "video10" not in text   # a codec, not a camera
+    assert "/etc/edge-detect/edge.toml is valid" in text and "edge-detect.service installed, enabled" in text
     assert "nothing blocks running" in text
 
 
@@ -64,6 +65,7 @@ def test_a_pi5_with_an_unset_pcie_coral_and_16k_pages_is_blocked(data_dir):
     assert any(f.status == "warn" and "group apex" in f.detail for f in by["groups"])   # user pi
     assert "CSI sensor 10-001a" in by["camera"][0].detail                               # pispbe is no camera
     assert "3 problem(s) block running" in text
+    assert _status(findings, "service") == ["info"]
 
 
 def test_usb2_link_missing_rules_and_firmware_state(data_dir):
@@ -75,6 +77,8 @@ def test_usb2_link_missing_rules_and_firmware_state(data_dir):
     assert usb["1-1.3"].status == "info" and "firmware not loaded" in usb["1-1.3"].detail
     assert any("group plugdev" in f.detail for f in by["groups"])
     assert _status(findings, "libedgetpu") == ["ok"] and "TF version is unknown" in by["libedgetpu"][0].detail
+    assert _status(findings, "service") == ["warn"] and "systemctl enable" in by["service"][0].remedy
+    assert _status(findings, "config") == ["fail"] and "source.widht" in by["config"][0].detail
 
 
 def test_numpy_2_with_tflite_runtime_is_the_known_crash():
