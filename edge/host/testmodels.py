@@ -11,7 +11,9 @@ so the runtime's numpy decoders are checked against an independent reference by 
 no TensorFlow.
 
 Layouts: ``yolov8`` ([1, 84, N], int8 I/O, Ultralytics ``metadata.json`` zipped behind it),
-``yolov5`` ([1, N, 85] with objectness, uint8 I/O), ``ssd_anchors`` (box encodings + class logits,
+``yolov8_pixels`` ([1, N, 84] with boxes in
+input pixels, float I/O around an int8 body, no metadata), ``yolov5`` ([1, N, 85] with objectness,
+uint8 I/O), ``ssd_anchors`` (box encodings + class logits,
 MediaPipe anchor options, int8 outputs), ``ssd_postprocess`` (TFLite_Detection_PostProcess with
 TF2-style named outputs), ``classification`` ([1, 10] softmax, uint8 I/O).
 """
@@ -55,7 +57,7 @@ ANCHOR_OPTIONS = {"input_size_width": SIZE, "input_size_height": SIZE, "num_laye
                   "interpolated_scale_aspect_ratio": 1.0, "fixed_anchor_size": False}
 SSD_CLASSES = ["person", "bicycle", "car"]
 BOX_SCALES = [10.0, 10.0, 5.0, 5.0]
-LAYOUTS = ("yolov8", "yolov5", "ssd_anchors", "ssd_postprocess", "classification")
+LAYOUTS = ("yolov8", "yolov8_pixels", "yolov5", "ssd_anchors", "ssd_postprocess", "classification")
 
 
 class Net:
@@ -116,6 +118,16 @@ def yolov8_forward(net: Net):
     def forward(image):
         rows = [_yolo_rows(net, f, 1, 84, False) for f in net.backbone(image)]
         return tf.transpose(tf.concat(rows, 1), [0, 2, 1])          # [1, 84, N]
+    return forward
+
+
+def yolov8_pixels_forward(net: Net):
+    """Older Ultralytics exports: [1, N, 84] rows, boxes in input pixels."""
+    tf = net.tf
+    scale = tf.constant(np.array([SIZE, SIZE, SIZE, SIZE] + [1.0] * 80, np.float32))
+
+    def forward(image):
+        return tf.concat([_yolo_rows(net, f, 1, 84, False) for f in net.backbone(image)], 1) * scale
     return forward
 
 
@@ -196,11 +208,16 @@ def _anchors() -> np.ndarray:
 class Spec:
     layout: str
     forward: Callable
-    io: str                    # "int8" or "uint8": the int8 model's input (and output unless float_outputs)
+    io: str                    # "int8", "uint8" (the int8 model's input, and output unless float_outputs) or "float"
     float_outputs: bool
     labels: list[str]
     output: dict
     reference: dict            # decoding parameters of the reference
+    name: str = ""             # directory and file stem when several models share a layout
+
+    @property
+    def key(self) -> str:
+        return self.name or self.layout
 
 
 def specs() -> list[Spec]:
@@ -208,6 +225,9 @@ def specs() -> list[Spec]:
     return [
         Spec("yolov8", yolov8_forward, "int8", False, COCO80, {"layout": "yolov8"},
              {"score_threshold": 0.5, "iou_threshold": 0.45, "max_detections": 50}),
+        Spec("yolov8", yolov8_pixels_forward, "float", True, COCO80,
+             {"layout": "yolov8", "num_classes": 80, "box_units": "pixels"},
+             {"score_threshold": 0.5, "iou_threshold": 0.45, "max_detections": 50}, name="yolov8_pixels"),
         Spec("yolov5", yolov5_forward, "uint8", False, COCO80, {"layout": "yolov5", "num_classes": 80},
              {"score_threshold": 0.2, "iou_threshold": 0.45, "max_detections": 50}),
         Spec("ssd_anchors", ssd_anchors_forward, "uint8", False, SSD_CLASSES,
@@ -223,7 +243,7 @@ def specs() -> list[Spec]:
 
 def _saved_model(spec: Spec, directory: Path) -> Path:
     tf = tensorflow()
-    net = Net(seed=sum(map(ord, spec.layout)))
+    net = Net(seed=sum(map(ord, spec.layout)))     # variants of a layout share its weights
     forward = spec.forward(net)
     signature = tf.TensorSpec([1, SIZE, SIZE, 3], tf.float32, name="images")
 
@@ -233,7 +253,7 @@ def _saved_model(spec: Spec, directory: Path) -> Path:
 
     module = tf.Module()
     module.serve = serve
-    path = directory / spec.layout
+    path = directory / spec.key
     tf.saved_model.save(module, str(path), signatures={"serving_default": serve.get_concrete_function()})
     return path
 
@@ -247,10 +267,11 @@ def _convert(saved: Path, spec: Spec, int8: bool, calibration: Path) -> bytes:
             calibration, InputSpec(mean=(0.0,) * 3, std=(255.0,) * 3), (SIZE, SIZE), samples=40, stride=6,
             progress=False)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        io_type = tf.int8 if spec.io == "int8" else tf.uint8
-        converter.inference_input_type = io_type
-        if not spec.float_outputs:
-            converter.inference_output_type = io_type
+        if spec.io != "float":          # "float": int8 inside, float32 I/O (Ultralytics' *_int8.tflite)
+            io_type = tf.int8 if spec.io == "int8" else tf.uint8
+            converter.inference_input_type = io_type
+            if not spec.float_outputs:
+                converter.inference_output_type = io_type
     return converter.convert()
 
 
@@ -318,7 +339,7 @@ def _reference(spec: Spec, path: Path, outputs: list[np.ndarray]) -> list[dict]:
     real = [_dequantize(a, t) for a, t in zip(outputs, info.outputs)]
     ref = spec.reference
     if spec.layout in ("yolov8", "yolov5"):
-        rows = real[0][0].T if spec.layout == "yolov8" else real[0][0]
+        rows = real[0][0].T if spec.key == "yolov8" else real[0][0]     # only yolov8 is channels-first
         first = 4 if spec.layout == "yolov8" else 5
         probs = rows[:, first:] * (rows[:, 4:5] if spec.layout == "yolov5" else 1.0)
         classes = tf.argmax(probs, axis=1).numpy()
@@ -326,6 +347,8 @@ def _reference(spec: Spec, path: Path, outputs: list[np.ndarray]) -> list[dict]:
         keep = scores >= ref["score_threshold"]
         cx, cy, w, h = (rows[keep, i] for i in range(4))
         boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
+        if spec.output.get("box_units") == "pixels":
+            boxes = boxes / SIZE
         return _tf_class_nms(boxes, scores[keep], classes[keep], ref)
     if spec.layout == "ssd_anchors":
         roles = {n: info.output_position(t) for n, t in info.signatures[0].outputs.items()}
@@ -368,16 +391,16 @@ def _add_ultralytics_metadata(path: Path, labels: list[str]) -> None:
 def build(spec: Spec, out_dir: Path, calibration: Path) -> dict:
     """Build one layout's models, manifest and reference; returns the reference."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"int8": out_dir / f"{spec.layout}_int8.tflite", "float": out_dir / f"{spec.layout}_float.tflite"}
+    paths = {"int8": out_dir / f"{spec.key}_int8.tflite", "float": out_dir / f"{spec.key}_float.tflite"}
     with tempfile.TemporaryDirectory(prefix="edge-testmodels-") as tmp:
         saved = _saved_model(spec, Path(tmp))
         for kind, path in paths.items():
-            log.info("converting %s (%s)", spec.layout, kind)
+            log.info("converting %s (%s)", spec.key, kind)
             path.write_bytes(_convert(saved, spec, kind == "int8", calibration))
-            if spec.layout == "yolov8":
+            if spec.key == "yolov8":
                 _add_ultralytics_metadata(path, spec.labels)
     (out_dir / "labels.txt").write_text("\n".join(spec.labels) + "\n", encoding="utf-8")
-    manifest = {"format": FORMAT, "name": f"test-{spec.layout}",
+    manifest = {"format": FORMAT, "name": f"test-{spec.key}",
                 "task": "classification" if spec.layout == "classification" else "detection",
                 "models": {"cpu": paths["int8"].name, "float": paths["float"].name}, "labels": "labels.txt",
                 "input": {"width": SIZE, "height": SIZE, "colour": "RGB", "mean": [0, 0, 0], "std": [255, 255, 255],
@@ -385,7 +408,7 @@ def build(spec: Spec, out_dir: Path, calibration: Path) -> dict:
                 "output": dict(spec.output),
                 "provenance": {"exporter": "edge-host build-test-models", "tensorflow": tensorflow().__version__,
                                "weights": "seeded random, untrained: tests the layout, not accuracy"}}
-    if spec.layout == "yolov8":
+    if spec.key == "yolov8":
         del manifest["output"]        # the Ultralytics metadata identifies the layout and classes
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     images = _frames(calibration)
@@ -397,9 +420,9 @@ def build(spec: Spec, out_dir: Path, calibration: Path) -> dict:
     return reference
 
 
-def build_all(out: Path, calibration: Path, layouts: tuple[str, ...] = LAYOUTS) -> dict[str, dict]:
+def build_all(out: Path, calibration: Path, names: tuple[str, ...] = LAYOUTS) -> dict[str, dict]:
     from tqdm import tqdm
     results = {}
-    for spec in tqdm([s for s in specs() if s.layout in layouts], desc="test models", unit="layout"):
-        results[spec.layout] = build(spec, out / spec.layout, calibration)
+    for spec in tqdm([s for s in specs() if s.key in names], desc="test models", unit="model"):
+        results[spec.key] = build(spec, out / spec.key, calibration)
     return results

@@ -133,7 +133,7 @@ def test_edge_run_on_an_image_folder_every_layout(clip_frames, tmp_path):
     folder.mkdir()
     for i in (0, 100, 200):
         cv2.imwrite(str(folder / f"{i:04d}.jpg"), clip_frames[i])
-    for layout in ("yolov8", "yolov5", "ssd_anchors", "ssd_postprocess", "classification"):
+    for layout in ("yolov8", "yolov8_pixels", "yolov5", "ssd_anchors", "ssd_postprocess", "classification"):
         out = tmp_path / f"{layout}.jsonl"
         r = run_edge("run", "-m", str(MODELS / layout), "-s", str(folder), "--jsonl", str(out), "--live", "off",
                      "--score-threshold", "0.01")     # untrained models: a low bar so every frame has some
