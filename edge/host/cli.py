@@ -95,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build-test-models", help="small int8/float TFLite models per output layout, with "
                                                  "TensorFlow-computed decoder references (for tests)")
     p.add_argument("--out", default="tests/data/models", help="output directory (default tests/data/models)")
-    p.add_argument("--layouts", help="comma-separated subset of: yolov8, yolov5, ssd_anchors, ssd_postprocess, "
-                                     "classification")
+    p.add_argument("--layouts", help="comma-separated subset of: yolov8, yolov8_pixels, yolov5, ssd_anchors, "
+                                     "ssd_postprocess, classification (default: all)")
     p.set_defaults(func=cmd_build_test_models)
 
     from edge.host import model_tools_cli
