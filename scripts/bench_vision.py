@@ -160,7 +160,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=300)
     args = parser.parse_args()
     cv2.setNumThreads(1)
-    print(f"| stage | median ms | p90 ms |\n|---|---|---|")
+    print("| stage | median ms | p90 ms |\n|---|---|---|")
     for name, median, p90 in preprocess_cases(args.repeat) + decode_cases(args.repeat):
         print(f"| {name} | {median:.3f} | {p90:.3f} |")
     return 0

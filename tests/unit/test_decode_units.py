@@ -1,6 +1,7 @@
 """Decoders on hand-made arrays whose right answer is computed by hand in the test."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,6 @@ from edge.vision.decode import DecodeParams, FinishParams, identify_layout, make
 from edge.vision.decode.anchors import AnchorOptions, generate
 from edge.vision.decode.nms import batched_nms, iou, nms
 from edge.vision.preprocess import Transform
-from pathlib import Path
 
 IDENTITY = Transform(100, 100, 100, 100, 1.0, 1.0, 0.0, 0.0)
 
