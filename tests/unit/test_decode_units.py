@@ -198,3 +198,21 @@ def test_ssd_anchors_int8_logits_pick_the_class_on_raw_codes():
     logits = np.array([[[100, 5, 20], [127, -50, -60]]], np.int8)     # anchor 0: class 1 (logit 2.0)
     raw = dec((np.zeros((1, 2, 4), np.float32), logits))
     assert raw.class_ids.tolist() == [1] and raw.scores[0] == pytest.approx(1 / (1 + math.exp(-2.0)))
+
+
+def test_ssd_postprocess_roles_without_the_op_from_signature_or_tf1_names():
+    from edge.vision.decode.ssd_postprocess import ROLES, output_roles
+    # TF2 export order (scores, boxes, count, classes) told by the signature names.
+    names = ["s", "b", "n", "c"]
+    outs = [out((1, 10), name=n, index=i) for i, n in enumerate(names)]
+    sig = Signature("serving_default", {}, {"detection_scores": 0, "detection_boxes": 1, "num_detections": 2,
+                                            "detection_classes": 3})
+    roles = output_roles(model(outs, signatures=(sig,)))
+    assert [roles[r] for r in ROLES] == [1, 3, 0, 2]
+    # TF1 (Coral zoo) names, in any order.
+    tf1 = ["TFLite_Detection_PostProcess:3", "TFLite_Detection_PostProcess", "TFLite_Detection_PostProcess:2",
+           "TFLite_Detection_PostProcess:1"]
+    roles = output_roles(model([out((1,), name=n, index=i) for i, n in enumerate(tf1)]))
+    assert [roles[r] for r in ROLES] == [1, 3, 2, 0]
+    with pytest.raises(ModelError, match="no TFLite_Detection_PostProcess op"):
+        output_roles(model([out((1,), name=f"o{i}", index=i) for i in range(4)]))
