@@ -325,6 +325,7 @@ def evaluate(float_model: Path, models: list[Path], out_dir: Path, options: Eval
                 raise ConfigError(f"no annotation for frame {name!r} in {str(options.annotations)!r}")
     if not names:
         raise ConfigError("no frames to evaluate on")
+    truth = _class_ids(truth, options.frames, labels)
     report: dict = {"task": task, "frames": len(names),
                     "frames_source": str(options.frames or "sample clip"), "score_threshold": options.score_threshold,
                     "iou": options.iou, "models": []}
@@ -355,6 +356,19 @@ def _precision(info: ModelInfo) -> str:
     return getattr(info, "precision", None) or "/".join(sorted(types))
 
 
+def _class_ids(truth: list, folder: Path | None, labels: dict[int, str]) -> list:
+    """Subfolder positions → the model's class ids: by label name when every subfolder is a label,
+    else by position (subfolders in name order are classes 0, 1, ...)."""
+    if folder is None or not folder.is_dir() or any(t is None for t in truth) or not labels:
+        return truth
+    subfolders = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    by_name = {name: cid for cid, name in labels.items()}
+    if all(name in by_name for name in subfolders):
+        return [by_name[subfolders[t]] for t in truth]
+    log.info("class subfolders of %s are not all labels of the model: classes by position", folder)
+    return truth
+
+
 def _classification(store: list, ref: list, truth: list) -> dict:
     top1 = [int(ids[0]) if len(ids) else -1 for ids in store]
     ref1 = [int(ids[0]) if len(ids) else -1 for ids in ref]
@@ -366,7 +380,7 @@ def _classification(store: list, ref: list, truth: list) -> dict:
 
 def _detection(store: list, ref: list, options: EvaluateOptions, gt_boxes, names, sizes) -> dict:
     thr = options.score_threshold
-    kept = found = n_ref = n_det = 0
+    kept = n_ref = n_det = 0
     ious, dscore = [], []
     for (rb, rs, rc), (b, s, c) in zip(ref, store):
         rk, k = rs >= thr, s >= thr

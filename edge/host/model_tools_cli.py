@@ -49,18 +49,23 @@ def _labels(path: str | None) -> list[str] | None:
     return [table[i] for i in sorted(table)]
 
 
-def _spec(args: argparse.Namespace) -> InputSpec:
-    if 0.0 in args.std:
-        raise ConfigError(f"--std {','.join(map(str, args.std))} contains 0")
-    return InputSpec(colour=args.colour, mean=args.mean, std=args.std, resize=args.resize)
+def _spec(args: argparse.Namespace) -> InputSpec | None:
+    """The input spec the flags give; None when no flag is given (the source's own, else the default)."""
+    if args.mean is None and args.std is None and args.colour is None and args.resize is None:
+        return None
+    std = args.std or (127.5,) * 3
+    if 0.0 in std:
+        raise ConfigError(f"--std {','.join(map(str, std))} contains 0")
+    return InputSpec(colour=args.colour or "RGB", mean=args.mean or (127.5,) * 3, std=std,
+                     resize=args.resize or "stretch")
 
 
 def _add_input_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--mean", type=_triple, default=(127.5,) * 3,
+    p.add_argument("--mean", type=_triple,
                    help="input normalisation real = (pixel - mean) / std (default 127.5: [-1, 1])")
-    p.add_argument("--std", type=_triple, default=(127.5,) * 3, help="(default 127.5)")
-    p.add_argument("--colour", choices=COLOURS, default="RGB", help="channel order the model takes")
-    p.add_argument("--resize", choices=RESIZE_MODES, default="stretch")
+    p.add_argument("--std", type=_triple, help="(default 127.5)")
+    p.add_argument("--colour", choices=COLOURS, help="channel order the model takes (default RGB)")
+    p.add_argument("--resize", choices=RESIZE_MODES, help="(default stretch)")
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
@@ -87,7 +92,8 @@ def cmd_qat(args: argparse.Namespace) -> int:
         data=str(args.data), out=str(args.out), name=args.name, model=str(args.model) if args.model else None,
         base=args.base, size=args.input_size or (32, 32), epochs=args.epochs, float_epochs=args.float_epochs,
         batch_size=args.batch_size, learning_rate=args.learning_rate, validation_split=args.validation_split,
-        io=args.io, mean=list(args.mean), std=list(args.std), colour=args.colour, seed=args.seed,
+        io=args.io, mean=list(args.mean or (127.5,) * 3), std=list(args.std or (127.5,) * 3),
+        colour=args.colour or "RGB", seed=args.seed,
         ptq=not args.no_ptq)
     report = qat.run(options)
     print(json.dumps(report["accuracy"], indent=2))

@@ -19,7 +19,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -29,8 +29,9 @@ from edge.errors import ConfigError, EdgeError, ModelError
 from edge.host import manifests
 from edge.host.calibration import float_inputs, representative_dataset
 from edge.host.tf import tensorflow
-from edge.runtime.manifest import InputSpec
+from edge.runtime.manifest import InputSpec, find_manifest, load_manifest
 from edge.runtime.model import DETECTION_POSTPROCESS_OP, read_model
+from edge.vision.labels import load_labels
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ IO_TYPES = ("uint8", "int8", "float")
 LAYOUTS = ("auto", "classification", "ssd_postprocess", "raw")
 KINDS = ("keras", "saved_model", "frozen_graph", "ssd_graph", "tflite")
 _CALIBRATED = ("int8", "int16x8")
+DEFAULT_SPEC = InputSpec(colour="RGB", mean=(127.5,) * 3, std=(127.5,) * 3, resize="stretch")
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class QuantizeOptions:
     stride: int = 1
     io: str | None = None                   # int8 I/O; None: uint8 (TF sources) / int8 (tflite sources)
     per_tensor: bool = False
-    spec: InputSpec = field(default_factory=lambda: InputSpec(mean=(127.5,) * 3, std=(127.5,) * 3))
+    spec: InputSpec | None = None           # None: the source's own (SSD graph, float .tflite manifest), else DEFAULT_SPEC
     labels: list[str] | None = None
     layout: str = "auto"
     latency_runs: int = 20
@@ -232,6 +234,12 @@ def _aeq_convert(path: Path, mode: str, options: QuantizeOptions, calibration: l
         qt.add_dynamic_config(".*", op, 8, granularity=granularity)
     else:
         qt.add_static_config(".*", op, 8 if mode == "int8" else 16, 8, weight_granularity=granularity)
+        if read_model(path).find_op(DETECTION_POSTPROCESS_OP) is not None:
+            # The post-processing op's outputs (boxes, class ids, scores, count) must stay float:
+            # quantizing them destroys the count and class ids (selective quantization).
+            log.info("%s: keeping the %s outputs float", path.name, DETECTION_POSTPROCESS_OP)
+            qt.update_quantization_recipe(".*", qtyping.TFLOperationName.OUTPUT,
+                                          algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
     result = None
     if qt.need_calibration:
         name = signatures[key]["inputs"][0]
@@ -311,7 +319,7 @@ def quantize(source: SourceModel, out_dir: Path, options: QuantizeOptions) -> li
             src = _TfSource(source, Path(tmp), options.labels)
             log.info("converting %s to float32", source.path.name)
             paths["float32"].write_bytes(_tf_convert(src, "float32", options, None))
-        spec = src.spec_override if src and src.spec_override else options.spec
+        spec, labels_list, source_output = _source_facts(source, src, options)
         width, height = _model_size(paths["float32"])
         for mode in modes[1:]:
             log.info("converting %s to %s%s", source.path.name, mode,
@@ -329,10 +337,10 @@ def quantize(source: SourceModel, out_dir: Path, options: QuantizeOptions) -> li
                                               stride=options.stride, progress=options.progress)
                        if mode in _CALIBRATED else None)
                 paths[mode].write_bytes(_tf_convert(src, mode, options, rep))
-        output = dict(src.output) if src and src.output else {"layout": _layout(paths["float32"], options.layout)}
-    if output["layout"] == "raw":
+        output = source_output or {"layout": _layout(paths["float32"], options.layout)}
+    if output.get("layout") == "raw":
         output = {}
-    labels = manifests.write_labels(out_dir, options.labels)
+    labels = manifests.write_labels(out_dir, labels_list)
     task = "classification" if output.get("layout") == "classification" else "detection"
     results = []
     for mode in modes:
@@ -351,6 +359,35 @@ def quantize(source: SourceModel, out_dir: Path, options: QuantizeOptions) -> li
     if len(results) > 1:
         (out_dir / "comparison.md").write_text(comparison_table(results), encoding="utf-8")
     return results
+
+
+def _source_facts(source: SourceModel, src: "_TfSource | None", options: QuantizeOptions
+                  ) -> tuple[InputSpec, list[str] | None, dict | None]:
+    """(input spec, labels, output table): an SSD graph's own values win; a float .tflite's manifest
+    fills what the flags leave open; otherwise the flags, else :data:`DEFAULT_SPEC`."""
+    if src is not None and src.spec_override is not None:
+        given = options.spec
+        if given is not None and (given.mean, given.std, given.colour) != (
+                src.spec_override.mean, src.spec_override.std, src.spec_override.colour):
+            log.warning("%s: the graph's own normalisation (mean %.1f, std %.1f, RGB) is used, not the flags",
+                        source.path.name, src.spec_override.mean[0], src.spec_override.std[0])
+        return src.spec_override, options.labels, dict(src.output)
+    if source.kind == "tflite":
+        found = find_manifest(source.path)
+        if found is not None:
+            manifest = load_manifest(found)
+            log.info("%s: %s from its manifest %s", source.path.name,
+                     "labels and layout" if options.spec else "input normalisation, labels and layout", found.name)
+            labels = options.labels
+            if labels is None and manifest.labels and manifest.labels.is_file():
+                table = load_labels(manifest.labels)
+                labels = [table[i] for i in sorted(table)]
+            output = manifest.output if options.layout == "auto" and manifest.output else None
+            spec = options.spec or replace(manifest.input, width=0, height=0)
+            return spec, labels, dict(output) if output else None
+    if options.spec is None:
+        log.info("input normalisation: (pixel - 127.5) / 127.5, RGB (the default; see --mean/--std/--colour)")
+    return options.spec or DEFAULT_SPEC, options.labels, None
 
 
 def _provenance(source: SourceModel, mode: str, options: QuantizeOptions) -> dict:

@@ -104,9 +104,9 @@ def test_map_from_coco_and_yolo_annotations(model_dir, clip_frames, tmp_path):
     assert len(coco["annotations"]) >= 4
     (tmp_path / "coco.json").write_text(json.dumps(coco))
     results = {}
-    for name, annotations in (("coco", tmp_path / "coco.json"), ("yolo", yolo)):
+    for name, truth in (("coco", tmp_path / "coco.json"), ("yolo", yolo)):
         report = ev.evaluate(float_model, [model_dir / "ssdlite_mobilenet_v2_person_int8.tflite"], tmp_path / name,
-                             ev.EvaluateOptions(frames=images, annotations=annotations, latency_runs=1))
+                             ev.EvaluateOptions(frames=images, annotations=truth, latency_runs=1))
         assert report["models"][0]["mAP50"] == pytest.approx(1.0)
         assert report["models"][0]["mAP50_95"] > 0.99
         results[name] = report["models"][1]

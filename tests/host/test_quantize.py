@@ -183,3 +183,23 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, float_model):
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_shipped_float_twin_via_ai_edge_quantizer(float_model, clip, tmp_path):
+    """The default model's float .tflite as a model whose source is lost: its manifest gives the
+    normalisation, labels and layout; the post-processing outputs stay float; int8 keeps the
+    float model's detections on the clip."""
+    results = q.quantize(q.detect_source(float_model), tmp_path,
+                         q.QuantizeOptions(name="ssd", modes=("int8",), calibration=clip, samples=10, stride=20,
+                                           latency_runs=1, progress=False))
+    info = read_model(results[1].path)
+    assert info.precision == "int8" and info.inputs[0].type == "INT8"
+    assert {t.type for t in info.outputs} == {"FLOAT32"}
+    manifest = load_manifest(tmp_path / "manifest.json")
+    assert manifest.layout == "ssd_postprocess" and manifest.input.mean[0] == pytest.approx(127.5)
+    assert (tmp_path / "labels.txt").read_text().split() == ["person"]
+    from edge.host.evaluate import EvaluateOptions, evaluate
+    report = evaluate(tmp_path / "ssd_float32.tflite", [results[1].path], tmp_path / "eval",
+                      EvaluateOptions(samples=250, latency_runs=1))
+    assert report["models"][1]["kept_of_float"] >= 0.9, report["models"][1]
