@@ -41,9 +41,7 @@ def test_ready_only_after_the_first_inference_then_watchdog_and_status(tmp_path,
         assert not any("WATCHDOG" in m for m in before)
         assert "first frame processed" in daemon.log()
         assert re.match(r"[\d.]+ fps on cpu/xnnpack x\d+, [1-9]\d* frames", ready[1]["STATUS"])
-        pings = listener.wait_for("WATCHDOG", "1", count=4, proc=daemon)
-        gaps = [b[0] - a[0] for a, b in zip(pings, pings[1:])]
-        assert min(gaps) >= 0.2   # rate-limited to a quarter of WatchdogSec=1 s
+        listener.wait_for("WATCHDOG", "1", count=4, proc=daemon)   # (rate limit: tests/unit/test_service_units.py)
         assert daemon.stop() == 0
         assert "STOPPING" in listener.messages[-1][1]
     finally:
