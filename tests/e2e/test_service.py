@@ -102,7 +102,7 @@ def test_sigterm_drains_and_every_processed_frame_is_in_the_jsonl(tmp_path, list
     assert [e["detections"] for e in got] == [e["detections"] for e in want]
 
 
-def test_sighup_with_a_broken_config_keeps_the_running_one(tmp_path, listener):
+def test_sighup_with_a_broken_config_keeps_the_running_one(tmp_path, listener, float_model):
     config = tmp_path / "edge.toml"
     config.write_text('[detect]\nscore_threshold = 0.6\n[output]\njsonl = ""\n')
     daemon = _daemon(tmp_path, listener, "--config", str(config), watchdog_usec=1_000_000)
@@ -116,11 +116,19 @@ def test_sighup_with_a_broken_config_keeps_the_running_one(tmp_path, listener):
         listener.wait_for("WATCHDOG", "1", count=pings + 2, proc=daemon)   # frames still flow
         assert any("reload refused" in m.get("STATUS", "") for _, m in listener.messages)
 
+        # Valid, but fails to load (a float model where int8 is required): back to the running one.
+        config.write_text(f'[model]\npath = "{float_model}"\n[output]\njsonl = ""\n')
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_log("reload failed, going back to the previous configuration")
+        assert "float32 model" in daemon.log()
+        pings = len(listener.having("WATCHDOG", "1"))
+        listener.wait_for("WATCHDOG", "1", count=pings + 2, proc=daemon)
+
         config.write_text('[detect]\nscore_threshold = 0.4\n[output]\njsonl = "after.jsonl"\n')
         daemon.signal(signal.SIGHUP)
         daemon.wait_log("configuration reloaded (#1)")
         listener.wait_for("RELOADING", "1", proc=daemon)
-        listener.wait_for("READY", "1", count=2, proc=daemon)
+        listener.wait_for("READY", "1", count=3, proc=daemon)   # start, the fall-back, the reload
         deadline = time.monotonic() + 30
         while not (tmp_path / "after.jsonl").exists() or not (tmp_path / "after.jsonl").read_text():
             assert time.monotonic() < deadline, daemon.log()
