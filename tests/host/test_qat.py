@@ -98,8 +98,12 @@ m.save({str(model)!r})
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    report = qat.run(qat.QatOptions(data=str(digits), out=str(tmp_path / "out"), model=str(model), epochs=1,
-                                    batch_size=64, io="int8"))
+    cli = subprocess.run([sys.executable, "-m", "edge.host.cli", "qat", "--data", str(digits), "--out",
+                          str(tmp_path / "out"), "--model", str(model), "--epochs", "1", "--batch-size", "64",
+                          "--io", "int8"], capture_output=True, text=True, timeout=600)
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    assert "qat_int8" in cli.stdout
+    report = json.loads((tmp_path / "out" / "qat_report.json").read_text())
     assert report["input_size"] == [16, 16] and report["float_epochs"] == 0
     assert report["accuracy"]["qat_int8"] >= 0.85, report["accuracy"]
     info = read_model(tmp_path / "out" / "qat_qat_int8.tflite")

@@ -103,6 +103,26 @@ def test_int8_io_per_tensor(digits, tmp_path):
     assert saved["provenance"]["quantization"]["io"] == "int8"
 
 
+def test_cli_float_io_npy_calibration(digits, tmp_path):
+    """The command line end to end: int8 with float I/O calibrated from a .npy array, then evaluate."""
+    import cv2
+    from edge.host.calibration import labelled_images
+    images, model = digits
+    x = np.stack([cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p, _ in labelled_images(images)[:20]])
+    np.save(tmp_path / "calib.npy", (x.astype(np.float32) - 127.5) / 127.5)
+    result = _cli("quantize", str(model), "--out", str(tmp_path / "q"), "--mode", "float16,int8", "--io", "float",
+                  "--calibration", str(tmp_path / "calib.npy"), "--latency-runs", "1", "--name", "d")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "int8: " in result.stdout and "| float16 |" in result.stdout
+    info = read_model(tmp_path / "q" / "d_int8.tflite")
+    assert info.precision == "int8" and info.inputs[0].type == "FLOAT32" and info.outputs[0].type == "FLOAT32"
+    result = _cli("evaluate", str(tmp_path / "q" / "d_float32.tflite"), str(tmp_path / "q" / "d_int8.tflite"),
+                  "--frames", str(images), "--samples", "50", "--out", str(tmp_path / "r"), "--latency-runs", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["models"][1]["agreement_top1"] >= 0.9
+
+
 def test_float_tflite_via_ai_edge_quantizer(digits, tmp_path):
     """A float .tflite (here: this tool's own float32 export, which has a signature) → dynamic,
     float16 and static int8 with ai-edge-quantizer; int8 I/O, still classifies like the float."""
