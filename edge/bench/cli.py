@@ -31,8 +31,10 @@ def add_bench_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--simulate-ms", type=float, default=7.2,
                    help="SIMULATED accelerator time per inference in ms (default 7.2: Coral USB, SSD MobileNet v2)")
     g.add_argument("--coldstart-frames", type=int, default=100, help="frames the cold-start run processes")
-    g.add_argument("--power", default="auto", help="none | auto | pmic | hwmon | static (with --watts)")
-    g.add_argument("--watts", type=float, default=0.0, help="a static power figure for --power static")
+    g.add_argument("--power", default="", help="none | auto | pmic | hwmon | static (with --watts); default: "
+                                               "[power] source of the configuration (auto)")
+    g.add_argument("--watts", type=float, help="a static power figure for --power static (default: "
+                                               "[power] static_watts)")
     g = p.add_argument_group("output")
     g.add_argument("--json", help="write the report as JSON")
     g.add_argument("--markdown", help="write the report as Markdown")

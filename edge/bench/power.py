@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from edge.errors import ConfigError
 from edge.telemetry.power import EnergyCounter, PowerReader, Unavailable, make_power
@@ -22,8 +23,12 @@ log = logging.getLogger(__name__)
 SOURCES = ("none", "auto", "pmic", "hwmon", "static")
 
 
-def make_reader(source: str, watts: float = 0.0) -> PowerReader | None:
-    """The reader ``--power`` names; ``none`` → None. An explicit source that cannot read is an error."""
+def make_reader(source: str, watts: float = 0.0, *, hwmon_root: str | Path = "/sys/class/hwmon",
+                hwmon_chip: str = "", scale: float = 1.0, offset: float = 0.0) -> PowerReader | None:
+    """The reader ``--power`` names (with the ``[power]`` settings); ``none`` → None.
+
+    ``auto`` finding nothing is logged and gives None; an explicit source that cannot read is an error.
+    """
     if source not in SOURCES:
         raise ConfigError(f"unknown power source {source!r}", f"valid: {', '.join(SOURCES)}")
     if source == "none":
@@ -31,7 +36,8 @@ def make_reader(source: str, watts: float = 0.0) -> PowerReader | None:
     if watts < 0:
         raise ConfigError(f"--watts {watts!r} is negative")
     try:
-        return make_power(source, static_watts=watts)
+        return make_power(source, hwmon_root=hwmon_root, hwmon_chip=hwmon_chip, scale=scale, offset=offset,
+                          static_watts=watts)
     except Unavailable as exc:
         if source == "auto":
             log.warning("no power reading available (%s): energy is not reported", exc)

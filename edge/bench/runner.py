@@ -56,8 +56,8 @@ class Options:
     frames: int = 0                         # per pipeline/serial pass; 0: the whole source
     simulate_ms: float = 7.2
     coldstart_frames: int = 100
-    power: str = "auto"
-    watts: float = 0.0
+    power: str = ""                         # empty: [power] source of the configuration
+    watts: float | None = None              # None: [power] static_watts
     model_args: list[str] = field(default_factory=list)   # the model flags, for the cold-start process
 
     def validate(self) -> None:
@@ -189,7 +189,10 @@ def run(opts: Options) -> tuple[dict, dict]:
     """Run the benchmark; returns (report, samples) — samples (seconds) feed the plot only."""
     opts.validate()
     models = loader.resolve(opts.config.model)      # a missing model fails here, before anything runs
-    power = make_reader(opts.power, opts.watts)
+    pc = opts.config.power
+    power = make_reader(opts.power or pc.source, pc.static_watts if opts.watts is None else opts.watts,
+                        hwmon_root=Path(opts.config.telemetry.sys_root) / "class/hwmon", hwmon_chip=pc.hwmon_chip,
+                        scale=pc.scale, offset=pc.offset)
     runtime = load_runtime(opts.config.model.runtime)
     report: dict = {
         "edge": __version__, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

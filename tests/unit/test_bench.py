@@ -236,3 +236,15 @@ def test_raw_runs_are_interleaved_across_variants_in_rounds():
     assert all(b.closed for b in backends.values())
     with pytest.raises(ConfigError, match="runs = 0 is not positive"):
         measure(openers, lambda backend: None, warmup=0, runs=0)
+
+
+def test_power_from_a_hwmon_chip(tmp_path):
+    # A recorded-style hwmon tree: an INA226 reporting 4.2 W in power1_input (µW).
+    chip = tmp_path / "hwmon3"
+    chip.mkdir()
+    (chip / "name").write_text("ina226\n")
+    (chip / "power1_input").write_text("4200000\n")
+    reader = make_reader("hwmon", hwmon_root=tmp_path)
+    assert reader.name == "hwmon:ina226" and reader.read().watts == pytest.approx(4.2)
+    with pytest.raises(ConfigError, match="power source 'hwmon' is unavailable"):
+        make_reader("hwmon", hwmon_root=tmp_path / "nothing")
