@@ -118,3 +118,17 @@ def test_a_killed_and_restarted_stream_server_is_reconnected(tmp_path, listener)
         server.kill()
         server.wait(10)
     assert _reconnects(daemon.log()) >= 1
+
+
+def test_sigterm_while_reconnecting_exits_cleanly(tmp_path, listener, clip_frames):
+    video = _short_clip(tmp_path / "camera.mp4", clip_frames)
+    (tmp_path / "edge.toml").write_text(FAST_BACKOFF)
+    daemon = Daemon(["--config", "edge.toml", "--source", str(video)], tmp_path, listener.address, 1_000_000)
+    try:
+        listener.wait_for("READY", "1", proc=daemon)
+        video.unlink()
+        daemon.wait_log("reopen attempt 2 failed")
+        assert daemon.stop() == 0          # the backoff wait is interrupted, not sat out
+    finally:
+        daemon.kill()
+    assert "service ends" in daemon.log()
