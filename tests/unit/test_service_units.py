@@ -240,8 +240,6 @@ def test_failover_retries_the_edge_tpu_periodically():
     assert backend.on_primary and tpu_again.invokes == 1 and backend.returns == 1
 
 
-# LiteRT's Delegate.__del__ raises AttributeError after a failed load (its own bug): not ours.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_service_wiring_when_the_delegate_fails_at_start(int8_model, model_dir, tmp_path, monkeypatch, caplog):
     """--device auto, a USB Coral enumerated (faked: none here) but libedgetpu unloadable (really
     absent here): the real CPU twin runs, wrapped to retry the Edge TPU, and the retry is logged."""
