@@ -8,6 +8,7 @@ when the first detection event appears in its JSONL file. Its memory is read fro
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from edge.errors import ConfigError
 @dataclass(frozen=True)
 class ColdStart:
     first_detection_s: float    # spawn → first JSONL event on disk
+    first_detection_frame: int  # its frame index: the frames before it were processed too
     frames: int
     rss_mb: float               # the largest VmRSS seen while it ran
     peak_rss_mb: float          # VmHWM, the kernel's own peak
@@ -73,4 +75,5 @@ def measure_cold_start(model_args: list[str], source: str = "sample", frames: in
             else:
                 raise ConfigError(f"no detection in the first {frames} frames of {source!r}",
                                   "cold start is measured to the first detection: use a source with objects")
-        return ColdStart(first, frames, rss, peak)
+        first_line = events.read_text(encoding="utf-8").splitlines()[0]
+        return ColdStart(first, int(json.loads(first_line)["frame"]), frames, rss, peak)

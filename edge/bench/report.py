@@ -105,7 +105,9 @@ def _sections(report: dict, markdown: bool) -> list[str]:
     cold = report.get("coldstart")
     if cold:
         lines += [("## " if markdown else "") + "Cold start", "",
-                  f"spawn → first detection {cold['first_detection_s']:.2f} s; daemon RSS {cold['rss_mb']:.0f} MiB "
+                  f"spawn → first detection {cold['first_detection_s']:.2f} s (in frame "
+                  f"{cold.get('first_detection_frame', '?')}, the frames before it included); "
+                  f"daemon RSS {cold['rss_mb']:.0f} MiB "
                   f"(peak {cold['peak_rss_mb']:.0f} MiB) over {cold['frames']} frames", ""]
     power = report.get("power") or {}
     if power.get("note"):

@@ -52,6 +52,7 @@ def test_short_bench_on_the_default_model(tmp_path):
                 "sim_pipeline_over_sim_serial", "sim_serial_ceiling"):
         assert report["ratios"][key]["median"] > 0
     cold = report["coldstart"]
+    assert cold["first_detection_frame"] == 30        # the first person of the sample clip
     assert cold["first_detection_s"] > 0 and cold["rss_mb"] > 0 and cold["peak_rss_mb"] >= cold["rss_mb"] * 0.99
     assert {g["goal"] for g in report["goals"]} >= {"cold start to first detection (s)", "daemon RSS (MiB)"}
     assert "Raw invoke latency (ms)" in result.stdout and "SIMULATED 7.2 ms" in result.stdout

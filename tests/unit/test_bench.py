@@ -144,7 +144,7 @@ def _report() -> dict:
         "ratios": {"pipeline_over_raw x2": {"median": 0.875, "min": 0.8, "max": 0.9, "rounds": [0.875]}},
         "int8_over_float": {"2": 0.41},
         "goals": [{"goal": "pipeline / raw invoke (CPU, x2)", "value": 0.875, "target": ">= 0.95", "met": False}],
-        "coldstart": {"first_detection_s": 0.9, "frames": 100, "rss_mb": 110.0, "peak_rss_mb": 112.0},
+        "coldstart": {"first_detection_s": 0.9, "first_detection_frame": 30, "frames": 100, "rss_mb": 110.0, "peak_rss_mb": 112.0},
         "power": {"source": None, "note": "no power reader configured"},
     }
 
@@ -155,7 +155,7 @@ def test_terminal_and_markdown_reports():
     assert "Raw invoke latency (ms)" in text and "int8 cpu/xnnpack x2" in text
     assert "pipeline_over_raw x2" in text and "0.88" in text
     assert "SIMULATED rows use a backend that sleeps" in text
-    assert "first detection 0.90 s" in text and "NO" in text
+    assert "first detection 0.90 s (in frame 30" in text and "NO" in text
     md = reports.format_markdown(report)
     assert md.startswith("# edge 0.1 bench")
     assert "| backend | init ms | first ms | mean |" in md
