@@ -70,7 +70,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         model_args = ["--config", args.config, *model_args]
     opts = Options(config=config, modes=_list(args.modes), backends=_list(args.backends),
                    threads=parse_threads(args.raw_threads) if args.raw_threads else [],
-                   pipeline_threads=parse_threads(args.pipeline_threads) if args.pipeline_threads else [], warmup=args.warmup,
+                   pipeline_threads=parse_threads(args.pipeline_threads) if args.pipeline_threads else [],
+                   warmup=args.warmup,
                    runs=args.runs, min_seconds=args.min_seconds, rounds=args.rounds, frames=args.frames,
                    simulate_ms=args.simulate_ms, coldstart_frames=args.coldstart_frames, power=args.power,
                    watts=args.watts, model_args=model_args)

@@ -249,7 +249,7 @@ def invoke_samples(backend: Backend, runs: int, min_seconds: float = 0.0) -> lis
 
 
 def int8_float_ratios(results: list[RawResult], statistic: str = "mean") -> dict[int, float]:
-    """threads → int8 (XNNPACK) latency / float32 latency (``mean`` or ``p50``), for thread counts measured in both."""
+    """threads → int8 (XNNPACK) / float32 latency (``mean`` or ``p50``), for thread counts measured in both."""
     by = {(r.variant.kind, r.variant.threads): getattr(r.latency, statistic) for r in results}
     return {t: by[("cpu", t)] / by[("float", t)] for (kind, t) in by
             if kind == "float" and ("cpu", t) in by and by[("float", t)] > 0}

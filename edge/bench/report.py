@@ -71,7 +71,8 @@ def pass_rows(report: dict) -> tuple[list[str], list[list]]:
             text = ", ".join(f"{s} {stages[s]['p50']:.2f}/{stages[s]['p95']:.2f}" for s in _STAGES if s in stages)
             rows.append([f"{p['mode']} ({p['backend']})", p["frames"], p["fps"], p["dropped"], text])
             if "energy" in p:
-                rows[-1][-1] += f"; {p['energy']['average_watts']:.2f} W, {p['energy']['mj_per_inference']:.1f} mJ/frame"
+                energy = p["energy"]
+                rows[-1][-1] += f"; {energy['average_watts']:.2f} W, {energy['mj_per_inference']:.1f} mJ/frame"
     return header, rows
 
 
@@ -114,7 +115,8 @@ def _sections(report: dict, markdown: bool) -> list[str]:
         lines += [f"Power: {power['note']}", ""]
     elif power.get("source"):
         lines += [f"Power source: {power['source']}", ""]
-    if any(r.get("simulated") for r in report.get("raw", [])) or any("sim_pipeline" in r for r in report.get("rounds", [])):
+    if (any(r.get("simulated") for r in report.get("raw", []))
+            or any("sim_pipeline" in r for r in report.get("rounds", []))):
         lines += ["SIMULATED rows use a backend that sleeps the given time per inference (GIL released) and "
                   "replays one real output; they are not measurements of an accelerator.", ""]
     return lines

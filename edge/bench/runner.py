@@ -199,8 +199,9 @@ def run(opts: Options) -> tuple[dict, dict]:
         "host": _host(), "runtime": f"{runtime.name} {runtime.version}", "model": models.requested.name,
         "source": opts.config.source.uri, "modes": list(opts.modes),
         "settings": {"warmup": opts.warmup, "runs": opts.runs, "min_seconds": opts.min_seconds,
-                     "rounds": opts.rounds, "frames": opts.frames, "pipeline_threads":
-                     pipeline_threads(opts), "run_threads": opts.config.model.threads or default_threads(), "simulate_ms": opts.simulate_ms},
+                     "rounds": opts.rounds, "frames": opts.frames, "simulate_ms": opts.simulate_ms,
+                     "pipeline_threads": pipeline_threads(opts),
+                     "run_threads": opts.config.model.threads or default_threads()},
         "raw": [], "rounds": [],
         "power": {"source": power.name if power else None,
                   "note": None if power else "no power reader configured (--power pmic|hwmon|static --watts W)"},

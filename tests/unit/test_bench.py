@@ -144,7 +144,8 @@ def _report() -> dict:
         "ratios": {"pipeline_over_raw x2": {"median": 0.875, "min": 0.8, "max": 0.9, "rounds": [0.875]}},
         "int8_over_float": {"2": 0.41},
         "goals": [{"goal": "pipeline / raw invoke (CPU, x2)", "value": 0.875, "target": ">= 0.95", "met": False}],
-        "coldstart": {"first_detection_s": 0.9, "first_detection_frame": 30, "frames": 100, "rss_mb": 110.0, "peak_rss_mb": 112.0},
+        "coldstart": {"first_detection_s": 0.9, "first_detection_frame": 30, "frames": 100, "rss_mb": 110.0,
+                      "peak_rss_mb": 112.0},
         "power": {"source": None, "note": "no power reader configured"},
     }
 
