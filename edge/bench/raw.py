@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from edge.bench.statistics import Summary, peak_rss_mb, summarize
+from edge.bench.statistics import Summary, peak_rss_mb, proc_status_mb, summarize
 from edge.capture.base import Frame
 from edge.errors import ConfigError, DelegateError, ModelError
 from edge.runtime import edgetpu
@@ -72,6 +72,7 @@ class RawResult:
     latency: Summary
     peak_rss_mb: float        # of the whole process, with every variant loaded
     samples: list[float] = field(repr=False, default_factory=list)   # seconds, for plots
+    added_rss_mb: float | None = None   # resident memory the variant added: load, first inference, warm-up
 
     @property
     def simulated(self) -> bool:
@@ -82,7 +83,8 @@ class RawResult:
                 "simulated": self.simulated, "model": self.model, "runtime": self.runtime,
                 "backend": self.backend, "init_ms": self.init_s * 1e3, "first_inference_ms": self.first_s * 1e3,
                 "warmup_runs": self.warmup, "latency_ms": self.latency.as_ms(),
-                "throughput_per_s": self.latency.throughput, "peak_rss_mb": self.peak_rss_mb}
+                "throughput_per_s": self.latency.throughput, "peak_rss_mb": self.peak_rss_mb,
+                "added_rss_mb": self.added_rss_mb}
 
 
 def parse_threads(text: str) -> list[int]:
@@ -178,6 +180,7 @@ class _Open:
     backend: Backend
     init: float
     first: float
+    added_rss: float | None = None
     samples: list[float] = field(default_factory=list)
     energy: list = field(default_factory=list)
 
@@ -204,6 +207,7 @@ def measure(openers: list[tuple[Variant, Callable[[], Backend]]], prepare: Calla
     try:
         for variant, open_backend in openers:
             log.info("raw: opening %s", variant.label)
+            rss0 = _rss_mb()
             t0 = time.perf_counter_ns()
             backend = open_backend()
             init = (time.perf_counter_ns() - t0) / 1e9
@@ -214,6 +218,8 @@ def measure(openers: list[tuple[Variant, Callable[[], Backend]]], prepare: Calla
             opened[-1].first = (time.perf_counter_ns() - t0) / 1e9
             for _ in range(warmup):
                 backend.invoke()
+            rss1 = _rss_mb()
+            opened[-1].added_rss = rss1 - rss0 if rss0 is not None and rss1 is not None else None
         per_round = -(-runs // rounds)
         for r in range(rounds):
             for o in opened:
@@ -229,10 +235,18 @@ def measure(openers: list[tuple[Variant, Callable[[], Backend]]], prepare: Calla
                     o.energy.append(measurement)
         rss = peak_rss_mb()
         return [(RawResult(o.variant, Path(o.backend.model.path).name, runtime, o.backend.name, o.init, o.first,
-                           warmup, summarize(o.samples), rss, o.samples), o.energy) for o in opened]
+                           warmup, summarize(o.samples), rss, o.samples, o.added_rss), o.energy) for o in opened]
     finally:
         for o in opened:
             o.backend.close()
+
+
+def _rss_mb() -> float | None:
+    """Resident memory of this process now (Linux /proc), or None elsewhere."""
+    try:
+        return proc_status_mb().get("VmRSS")
+    except OSError:
+        return None
 
 
 def invoke_samples(backend: Backend, runs: int, min_seconds: float = 0.0) -> list[float]:

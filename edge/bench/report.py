@@ -37,13 +37,13 @@ def _table(header: list[str], rows: list[list], markdown: bool) -> list[str]:
 
 def raw_rows(report: dict) -> tuple[list[str], list[list]]:
     header = ["backend", "init ms", "first ms", "mean", "std", "min", "p5", "p50", "p95", "p99", "max", "inf/s",
-              "peak RSS MiB"]
+              "+RSS MiB"]
     rows = []
     for r in report.get("raw", []):
         lat = r["latency_ms"]
         rows.append([r["label"], r["init_ms"], r["first_inference_ms"], lat["mean"], lat["std"], lat["min"],
                      lat["p5"], lat["p50"], lat["p95"], lat["p99"], lat["max"], r["throughput_per_s"],
-                     r["peak_rss_mb"]])
+                     r.get("added_rss_mb")])
     if any("energy" in r for r in report.get("raw", [])):
         header += ["W", "mJ/inf"]
         for row, r in zip(rows, report["raw"]):
@@ -98,7 +98,7 @@ def _sections(report: dict, markdown: bool) -> list[str]:
     lines += [("# " if markdown else "") + title, ""]
     if report.get("host", {}).get("load_average"):
         lines += [f"Load average at the start: {', '.join(f'{x:.2f}' for x in report['host']['load_average'])}", ""]
-    for name, rows_of in (("Raw invoke latency (ms)", raw_rows), ("Passes (last round)", pass_rows),
+    for name, rows_of in (("Raw invoke latency (ms); +RSS: memory the variant added when loaded", raw_rows), ("Passes (last round)", pass_rows),
                           ("Ratios (measured side by side within each round)", ratio_rows), ("Goals", goal_rows)):
         header, rows = rows_of(report)
         if rows:

@@ -35,6 +35,7 @@ def test_short_bench_on_the_default_model(tmp_path):
         lat = r["latency_ms"]
         assert lat["count"] == 5 and lat["min"] <= lat["p5"] <= lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
         assert r["init_ms"] > 0 and r["first_inference_ms"] > 0 and r["peak_rss_mb"] > 0
+        assert r["added_rss_mb"] is not None
         assert r["runtime"].startswith("ai-edge-litert") and r["energy"]["average_watts"] == pytest.approx(5, rel=0.01)
     assert report["raw"][0]["model"].endswith("_int8.tflite") and report["raw"][2]["model"].endswith("_float.tflite")
     assert set(report["int8_over_float"]) == {"1"} and report["int8_over_float"]["1"] > 0

@@ -153,7 +153,7 @@ def _report() -> dict:
 def test_terminal_and_markdown_reports():
     report = _report()
     text = reports.format_terminal(report)
-    assert "Raw invoke latency (ms)" in text and "int8 cpu/xnnpack x2" in text
+    assert "Raw invoke latency (ms)" in text and "int8 cpu/xnnpack x2" in text and "+RSS MiB" in text
     assert "pipeline_over_raw x2" in text and "0.88" in text
     assert "SIMULATED rows use a backend that sleeps" in text
     assert "first detection 0.90 s (in frame 30" in text and "NO" in text
