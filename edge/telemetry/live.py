@@ -26,7 +26,8 @@ def format_system(sample: SystemSample | None) -> str:
     parts = []
     if not math.isnan(sample.watts):
         jpi = sample.joules_per_inference
-        parts.append(f"{sample.watts:.2f} W" + ("" if math.isnan(jpi) else f" {jpi:.3f} J/inf"))
+        watts = sample.watts if math.isnan(sample.watts_avg) else sample.watts_avg    # averaged: PMIC is noisy
+        parts.append(f"{watts:.2f} W" + ("" if math.isnan(jpi) else f" {jpi:.3f} J/inf"))
     if sample.temperatures:
         parts.append(f"{sample.max_celsius:.1f} °C")
     if sample.throttle is not None and sample.throttle.throttled.now:

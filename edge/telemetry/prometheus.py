@@ -102,6 +102,9 @@ class EdgeCollector:
                          [([sample.power_source], sample.watts)])
             yield _counter("edge_energy_joules", "Energy integrated from the power readings.", labels,
                            [([sample.power_source], sample.joules)])
+            if not math.isnan(sample.watts_avg):
+                yield _gauge("edge_power_average_watts", "Power averaged over the last seconds (Δjoules / Δt).",
+                             labels, [([sample.power_source], sample.watts_avg)])
             if not math.isnan(sample.joules_per_inference):
                 yield _gauge("edge_energy_per_inference_joules", "Energy per inference over the last seconds.",
                              labels, [([sample.power_source], sample.joules_per_inference)])

@@ -34,6 +34,7 @@ class SystemSample:
     rails: dict[str, float] = field(default_factory=dict)
     joules: float = 0.0                          # integrated since start
     joules_per_inference: float = math.nan       # over the last ``jpi_window`` seconds
+    watts_avg: float = math.nan                  # Δjoules / Δt over the same window (readings are noisy)
     temperatures: tuple[Temperature, ...] = ()
     throttle: ThrottleState | None = None
     process: ProcessSample | None = None
@@ -48,6 +49,7 @@ class SystemSample:
         out: dict = {"unavailable": dict(self.unavailable)}
         if "power" not in self.unavailable:
             out["power"] = {"watts": round(self.watts, 3), "source": self.power_source,
+                            "watts_avg": round(self.watts if math.isnan(self.watts_avg) else self.watts_avg, 3),
                             "joules_total": round(self.joules, 3),
                             "joules_per_inference": None if math.isnan(self.joules_per_inference)
                             else round(self.joules_per_inference, 5)}
@@ -133,14 +135,15 @@ class SystemMonitor:
         except (OSError, ValueError, IndexError) as exc:
             self._unavailable(reasons, "process", f"reading /proc: {exc}")
         inferred = self.stats.snapshot().inferred
-        jpi = math.nan
+        jpi = avg = math.nan
         if "power" not in reasons:
             self._history.append((now, self.energy.joules, inferred))
             while len(self._history) > 2 and now - self._history[0][0] > self.jpi_window:
                 self._history.popleft()
             t0, e0, n0 = self._history[0]
             jpi = joules_per_inference(e0, n0, self.energy.joules, inferred)
-        result = SystemSample(now, watts, source, rails, self.energy.joules, jpi, temps, throttle, process,
+            avg = (self.energy.joules - e0) / (now - t0) if now > t0 else watts
+        result = SystemSample(now, watts, source, rails, self.energy.joules, jpi, avg, temps, throttle, process,
                               reasons)
         with self._lock:
             self._latest = result

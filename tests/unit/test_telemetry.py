@@ -117,6 +117,7 @@ def test_system_monitor_on_a_recorded_pi5(data_dir):
     assert sample.watts == pytest.approx(2.472089, rel=1e-5)
     assert sample.joules == pytest.approx(24.72089, rel=1e-5)           # constant watts over 10 s
     assert sample.joules_per_inference == pytest.approx(24.72089 / 40, rel=1e-5)
+    assert sample.watts_avg == pytest.approx(2.472089, rel=1e-5)
     assert sample.max_celsius == 54.6
     assert sample.throttle.throttled.now == {"under_voltage", "throttled"}
     line = format_line(stats.snapshot(), sample)
