@@ -237,6 +237,16 @@ def convert(saved_model: Path, *, int8: bool, representative=None) -> bytes:
         raise EdgeError(f"the TFLite converter failed: {str(exc).strip().splitlines()[-1]}") from None
 
 
+def output_table(facts: SsdGraph, params: PostprocessParams, postprocess: bool) -> dict:
+    """The manifest's ``output``: ``ssd_postprocess``, or ``ssd_anchors`` with the anchors (raw outputs)."""
+    if postprocess:
+        return {"layout": "ssd_postprocess", "max_detections": params.max_detections}
+    return {"layout": "ssd_anchors", "anchors": np.round(facts.center_anchors(), 6).tolist(),
+            "anchor_format": "ycenter_xcenter_height_width", "box_scales": list(facts.box_scales),
+            "score": facts.score, "background_class": True, "num_classes": facts.num_classes,
+            "iou_threshold": params.iou_threshold or facts.iou_threshold, "max_detections": params.max_detections}
+
+
 @dataclass(frozen=True)
 class ExportOptions:
     name: str
@@ -273,13 +283,7 @@ def export(graph: Path, out_dir: Path, options: ExportOptions) -> dict:
         int8_path.write_bytes(convert(saved, int8=True, representative=rep))
     labels = manifests.write_labels(out_dir, options.labels)
     manifests.copy_licence(out_dir, options.licence)
-    output: dict = {"layout": "ssd_postprocess", "max_detections": options.params.max_detections}
-    if not options.postprocess:
-        output = {"layout": "ssd_anchors", "anchors": np.round(facts.center_anchors(), 6).tolist(),
-                  "anchor_format": "ycenter_xcenter_height_width", "box_scales": list(facts.box_scales),
-                  "score": facts.score, "background_class": True, "num_classes": facts.num_classes,
-                  "iou_threshold": options.params.iou_threshold or facts.iou_threshold,
-                  "max_detections": options.params.max_detections}
+    output = output_table(facts, options.params, options.postprocess)
     return manifests.write_manifest(
         out_dir / "manifest.json", name=options.name, task="detection",
         models={"cpu": int8_path.name, "float": float_path.name}, labels=labels,

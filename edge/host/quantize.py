@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
 IO_TYPES = ("uint8", "int8", "float")
-LAYOUTS = ("auto", "classification", "ssd_postprocess", "raw")
+LAYOUTS = ("auto", "classification", "ssd_postprocess", "ssd_anchors", "raw")
 KINDS = ("keras", "saved_model", "frozen_graph", "ssd_graph", "tflite")
 _CALIBRATED = ("int8", "int16x8")
 DEFAULT_SPEC = InputSpec(colour="RGB", mean=(127.5,) * 3, std=(127.5,) * 3, resize="stretch")
@@ -110,7 +110,7 @@ def detect_source(path: Path, inputs: tuple[str, ...] = (), outputs: tuple[str, 
 class _TfSource:
     """Makes fresh TFLite converters (they are stateful) for a TensorFlow source."""
 
-    def __init__(self, source: SourceModel, workdir: Path, labels: list[str] | None):
+    def __init__(self, source: SourceModel, workdir: Path, labels: list[str] | None, layout: str = "auto"):
         self.source = source
         self.tf = tensorflow()
         self.spec_override: InputSpec | None = None
@@ -123,9 +123,9 @@ class _TfSource:
         elif source.kind == "saved_model":
             self._saved = source.path
         elif source.kind == "ssd_graph":
-            self._saved = self._ssd(workdir / "ssd", labels)
+            self._saved = self._ssd(workdir / "ssd", labels, postprocess=layout != "ssd_anchors")
 
-    def _ssd(self, directory: Path, labels: list[str] | None) -> Path:
+    def _ssd(self, directory: Path, labels: list[str] | None, postprocess: bool) -> Path:
         from edge.host import export_ssd as ex
         graph_def = ex.load_graph_def(self.source.path)
         facts, wrapped = ex.inspect_graph(graph_def, ex.GraphTensors(), self.source.path)
@@ -135,9 +135,9 @@ class _TfSource:
         params = ex.PostprocessParams()
         self.spec_override = InputSpec(colour="RGB", mean=(facts.mean,) * 3, std=(facts.std,) * 3,
                                        resize="stretch", width=facts.width, height=facts.height)
-        self.output = {"layout": "ssd_postprocess", "max_detections": params.max_detections}
-        self.ssd = True
-        return ex.build_saved_model(wrapped, ex.GraphTensors(), facts, params, True, directory)
+        self.output = ex.output_table(facts, params, postprocess)
+        self.ssd = postprocess      # the post-processing op's outputs must stay float
+        return ex.build_saved_model(wrapped, ex.GraphTensors(), facts, params, postprocess, directory)
 
     def converter(self):
         tf = self.tf
@@ -299,6 +299,9 @@ def quantize(source: SourceModel, out_dir: Path, options: QuantizeOptions) -> li
     if source.kind == "tflite" and options.io not in (None, "int8"):
         raise ConfigError(f"--io {options.io} is not available for a .tflite source",
                           "ai-edge-quantizer makes static int8 models with int8 I/O (use --io int8)")
+    if options.layout == "ssd_anchors" and source.kind != "ssd_graph":
+        raise ConfigError("--layout ssd_anchors needs the anchors, which edge-host reads from a TF1 Object "
+                          "Detection API SSD graph only", "give the SSD frozen graph, or --layout raw")
     needs_data = any(m in _CALIBRATED for m in options.modes)
     if needs_data and options.calibration is None:
         raise ConfigError(f"modes {', '.join(m for m in options.modes if m in _CALIBRATED)} need calibration data",
@@ -316,7 +319,7 @@ def quantize(source: SourceModel, out_dir: Path, options: QuantizeOptions) -> li
             src = None
             paths["float32"].write_bytes(_aeq_convert(source.path, "float32", options, None))
         else:
-            src = _TfSource(source, Path(tmp), options.labels)
+            src = _TfSource(source, Path(tmp), options.labels, options.layout)
             log.info("converting %s to float32", source.path.name)
             paths["float32"].write_bytes(_tf_convert(src, "float32", options, None))
         spec, labels_list, source_output = _source_facts(source, src, options)

@@ -179,6 +179,25 @@ def test_ssd_graph_every_mode(tmp_path, clip):
     assert read_model(tmp_path / "ssd_int8.tflite").inputs[0].type == "UINT8"
 
 
+@pytest.mark.slow
+def test_ssd_graph_raw_outputs_with_anchors(tmp_path, clip):
+    """--layout ssd_anchors: raw box encodings and class logits, the anchors in the manifest; the
+    device's ssd_anchors decoder then finds the same people in int8 as in float."""
+    from edge.host.evaluate import EvaluateOptions, evaluate
+    from edge.host.export_ssd import default_graph
+    q.quantize(q.detect_source(default_graph()), tmp_path,
+               q.QuantizeOptions(name="raw", modes=("int8",), calibration=clip, samples=10, stride=20,
+                                 labels=["person"], layout="ssd_anchors", latency_runs=1, progress=False))
+    manifest = load_manifest(tmp_path / "manifest.json")
+    assert manifest.layout == "ssd_anchors" and len(manifest.output["anchors"]) == 1917
+    info = read_model(tmp_path / "raw_int8.tflite")
+    assert info.find_op("TFLite_Detection_PostProcess") is None and info.inputs[0].type == "UINT8"
+    report = evaluate(tmp_path / "raw_float32.tflite", [tmp_path / "raw_int8.tflite"], tmp_path / "eval",
+                      EvaluateOptions(samples=125, stride=2, latency_runs=1))
+    assert report["models"][0]["detections"] >= 20
+    assert report["models"][1]["kept_of_float"] >= 0.9, report["models"][1]
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "edge.host.cli", *args], capture_output=True, text=True,
                           timeout=120)
