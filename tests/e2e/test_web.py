@@ -18,8 +18,6 @@ import pytest
 
 websocket = pytest.importorskip("websocket", reason="websocket-client is not installed (pip install '.[dev]')")
 
-pytestmark = pytest.mark.slow
-
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
