@@ -311,6 +311,11 @@ def quantize(source: SourceModel, out_dir: Path, options: QuantizeOptions) -> li
                           "give a video file, an image folder or a .npy array")
     if options.samples <= 0 or options.stride <= 0:
         raise ConfigError(f"samples {options.samples} / stride {options.stride} must be positive")
+    if source.kind == "tflite":
+        precision = read_model(source.path).precision
+        if precision != "float32":
+            raise ConfigError(f"{source.path.name} is already quantized ({precision})",
+                              "give the float32 model (or its source)")
     modes = ("float32",) + tuple(m for m in MODES[1:] if m in options.modes)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {m: out_dir / f"{options.name}_{m}.tflite" for m in modes}
@@ -343,6 +348,11 @@ def quantize(source: SourceModel, out_dir: Path, options: QuantizeOptions) -> li
         output = source_output or {"layout": _layout(paths["float32"], options.layout)}
     if output.get("layout") == "raw":
         output = {}
+    if output.get("layout") == "classification" and labels_list is not None:
+        classes = read_model(paths["float32"]).outputs[0].shape[-1]
+        if len(labels_list) != classes:
+            raise ConfigError(f"{len(labels_list)} labels given but the model predicts {classes} classes",
+                              "pass a labels file with one label per class")
     labels = manifests.write_labels(out_dir, labels_list)
     task = "classification" if output.get("layout") == "classification" else "detection"
     results = []
