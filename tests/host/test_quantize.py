@@ -250,3 +250,18 @@ def test_shipped_float_twin_via_ai_edge_quantizer(float_model, clip, tmp_path):
     report = evaluate(tmp_path / "ssd_float32.tflite", [results[1].path], tmp_path / "eval",
                       EvaluateOptions(samples=250, latency_runs=1))
     assert report["models"][1]["kept_of_float"] >= 0.9, report["models"][1]
+
+
+def test_labelled_folder_is_interleaved_across_classes(tmp_path):
+    """Calibration from a class-per-subfolder folder: any prefix samples every class."""
+    import cv2
+    from edge.host.calibration import frames, labelled_images
+    for cls, n in (("a", 3), ("b", 1), ("c", 2)):
+        (tmp_path / cls).mkdir()
+        for i in range(n):
+            cv2.imwrite(str(tmp_path / cls / f"{i}.png"), np.full((4, 4, 3), 10 * i + ord(cls), np.uint8))
+    order = [(p.parent.name, p.name, c) for p, c in labelled_images(tmp_path)]
+    assert order == [("a", "0.png", 0), ("b", "0.png", 1), ("c", "0.png", 2), ("a", "1.png", 0),
+                     ("c", "1.png", 2), ("a", "2.png", 0)]
+    pixels = [int(f.image[0, 0, 0]) for f in frames(tmp_path, limit=4)]
+    assert pixels == [ord("a"), ord("b"), ord("c"), ord("a") + 10]
