@@ -12,7 +12,8 @@ Sources, each a small reader whose ``read()`` returns a :class:`PowerReading` or
   M.2 Coral) is not counted.
 - :class:`HwmonPower` — Linux hwmon (Documentation/hwmon/sysfs-interface, ina2xx.rst):
   ``power1_input`` in µW, or ``curr1_input`` (mA) × ``in1_input`` (bus mV) when the chip has no
-  power channel. INA219/INA226/INA260 (ina2xx driver) are found by name; any other chip is named
+  power channel; ``energy1_input`` (µJ, e.g. INA228/INA238), when present, is the chip's own energy
+  counter and is used for joules instead of integrating samples. INA219/INA226/INA260 (ina2xx driver) are found by name; any other chip is named
   by its ``name`` file or given as a path.
 - :class:`StaticPower` — a fixed figure from the configuration (e.g. a USB meter reading).
 
@@ -44,6 +45,7 @@ class PowerReading:
     watts: float
     source: str                                     # "pmic", "hwmon:<chip>", "static"
     rails: dict[str, float] = field(default_factory=dict)   # per-rail watts where known
+    joules: float | None = None         # the sensor's own cumulative energy counter, when it has one
 
 
 class PowerReader(Protocol):
@@ -138,9 +140,11 @@ class HwmonPower:
                 watts = _read_int(self.dir / "power1_input") / 1e6
             else:
                 watts = _read_int(self.dir / "curr1_input") / 1e3 * _read_int(self.dir / "in1_input") / 1e3
+            energy = self.dir / "energy1_input"
+            joules = _read_int(energy) / 1e6 if energy.exists() else None
         except (OSError, ValueError) as exc:
             raise Unavailable(f"reading {self.dir}: {exc}") from None
-        return PowerReading(watts, self.name)
+        return PowerReading(watts, self.name, joules=joules)
 
 
 class StaticPower:
@@ -194,11 +198,23 @@ class EnergyCounter:
     def __init__(self) -> None:
         self.joules = 0.0
         self._last: tuple[float, float] | None = None    # (monotonic s, watts)
+        self._sensor: float | None = None                # last sensor energy counter (J)
 
     def add(self, watts: float, now: float) -> float:
         if self._last is not None and now > self._last[0]:
             t0, w0 = self._last
             self.joules += (w0 + watts) / 2 * (now - t0)
+        self._last = (now, watts)
+        return self.joules
+
+    def add_measured(self, sensor_joules: float, watts: float, now: float) -> float:
+        """Advance by a sensor's own energy counter (its increase since the last call) instead of
+        integrating; a counter that went backwards (reset, wrap) falls back to integration once."""
+        previous = self._sensor
+        self._sensor = sensor_joules
+        if previous is None or sensor_joules < previous:
+            return self.add(watts, now)
+        self.joules += sensor_joules - previous
         self._last = (now, watts)
         return self.joules
 

@@ -116,7 +116,10 @@ class SystemMonitor:
             try:
                 reading = self.power.read()
                 watts, source, rails = reading.watts, reading.source, reading.rails
-                self.energy.add(watts, now)
+                if reading.joules is not None:
+                    self.energy.add_measured(reading.joules, watts, now)
+                else:
+                    self.energy.add(watts, now)
             except Unavailable as exc:
                 self._unavailable(reasons, "power", str(exc))
         temps: tuple[Temperature, ...] = ()

@@ -68,7 +68,7 @@ def test_hwmon_chip_without_power_channels(data_dir):
     with pytest.raises(power.Unavailable, match="pwmfan.*neither power1_input"):
         power.HwmonPower(data_dir / "power/sys/class/hwmon", "pwmfan")
     with pytest.raises(power.Unavailable, match=r"no hwmon chip named ina3221 \(chips present: cpu_thermal, "
-                                                 r"ina219, ina226, pwmfan\)"):
+                                                 r"ina219, ina226, ina238, pwmfan\)"):
         power.HwmonPower(data_dir / "power/sys/class/hwmon", "ina3221")
 
 
@@ -92,3 +92,25 @@ def test_energy_counter_integrates_and_gives_joules_per_inference():
     assert energy.add(4.0, 13.0) == pytest.approx(10.0)
     assert power.joules_per_inference(0.0, 0, 10.0, 40) == pytest.approx(0.25)
     assert math.isnan(power.joules_per_inference(5.0, 7, 9.0, 7))
+
+
+def test_hwmon_energy_counter_is_used_for_joules(data_dir, tmp_path):
+    import shutil
+
+    from edge.telemetry.stats import PipelineStats
+    from edge.telemetry.system import SystemMonitor
+
+    root = tmp_path / "sys"
+    shutil.copytree(data_dir / "power/sys", root)
+    reading = power.HwmonPower(root / "class/hwmon", "ina238").read()
+    assert (reading.watts, reading.joules) == (5.12, 183.5)
+    monitor = SystemMonitor(PipelineStats(), sys_root=root, power="hwmon", hwmon_chip="ina238",
+                            runner=lambda *a: "")
+    monitor.sample(now=0.0)
+    # 10 s later the chip counted 40 J (4 W on average) while the instantaneous reading still says 5.12 W
+    (root / "class/hwmon/hwmon4/energy1_input").write_text("223500000\n")
+    sample = monitor.sample(now=10.0)
+    assert sample.joules == pytest.approx(40.0) and sample.watts_avg == pytest.approx(4.0)
+    # a counter reset falls back to integrating the readings for that interval
+    (root / "class/hwmon/hwmon4/energy1_input").write_text("1000\n")
+    assert monitor.sample(now=12.0).joules == pytest.approx(40.0 + 5.12 * 2)
