@@ -212,6 +212,61 @@ def _tf_convert(src: _TfSource, mode: str, options: QuantizeOptions,
         raise EdgeError(f"the TFLite converter failed in mode {mode}: {lines[-1] if lines else exc}") from None
 
 
+def normalise_float_tflite(path: Path, out: Path) -> list[str]:
+    """Rewrite a float .tflite the way ai-edge-quantizer needs it: fp16 weights behind DEQUANTIZE
+    ops become float32 constants, opcodes stored only in ``deprecated_builtin_code`` get their
+    ``builtin_code``, and a model without a signature gets ``serving_default`` (its inputs and
+    outputs by tensor name). Writes ``out``; returns what was changed (empty: nothing to do)."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(path))
+    changes = []
+    fixed = 0
+    for code in model.operatorCodes:
+        best = max(code.builtinCode, code.deprecatedBuiltinCode)
+        if code.builtinCode != best:
+            code.builtinCode, fixed = best, fixed + 1
+    if fixed:
+        changes.append(f"{fixed} opcodes taken from deprecated_builtin_code")
+    dequantize = schema.BuiltinOperator.DEQUANTIZE
+    folded = 0
+    for graph in model.subgraphs:
+        keep = []
+        for op in graph.operators:
+            source = graph.tensors[op.inputs[0]] if op.inputs is not None and len(op.inputs) else None
+            data = model.buffers[source.buffer].data if source is not None else None
+            if (model.operatorCodes[op.opcodeIndex].builtinCode == dequantize
+                    and source.type == schema.TensorType.FLOAT16 and data is not None and len(data)):
+                values = np.frombuffer(bytes(bytearray(data)), np.float16).astype(np.float32)
+                buffer = schema.BufferT()
+                buffer.data = np.frombuffer(values.tobytes(), np.uint8)
+                model.buffers.append(buffer)
+                graph.tensors[op.outputs[0]].buffer = len(model.buffers) - 1
+                folded += 1
+            else:
+                keep.append(op)
+        graph.operators = keep
+    if folded:
+        changes.append(f"{folded} float16 weights made float32 (their DEQUANTIZE ops removed)")
+    if not model.signatureDefs:
+        graph = model.subgraphs[0]
+
+        def tensor_map(index: int):
+            entry = schema.TensorMapT()
+            entry.name, entry.tensorIndex = graph.tensors[index].name, int(index)
+            return entry
+
+        signature = schema.SignatureDefT()
+        signature.signatureKey, signature.subgraphIndex = "serving_default", 0
+        signature.inputs = [tensor_map(i) for i in graph.inputs]
+        signature.outputs = [tensor_map(i) for i in graph.outputs]
+        model.signatureDefs = [signature]
+        changes.append("signature serving_default added")
+    out.write_bytes(bytes(flatbuffer_utils.convert_object_to_bytearray(model)))
+    return changes
+
+
 def _aeq_convert(path: Path, mode: str, options: QuantizeOptions, calibration: list[np.ndarray] | None) -> bytes:
     """ai-edge-quantizer on a float .tflite (it needs a signature; static modes make the I/O int8)."""
     from ai_edge_quantizer import algorithm_manager, qtyping, quantizer
@@ -313,16 +368,23 @@ def quantize(source: SourceModel, out_dir: Path, options: QuantizeOptions) -> li
         raise ConfigError(f"samples {options.samples} / stride {options.stride} must be positive")
     if source.kind == "tflite":
         precision = read_model(source.path).precision
-        if precision != "float32":
+        if precision not in ("float32", "float16"):
             raise ConfigError(f"{source.path.name} is already quantized ({precision})",
-                              "give the float32 model (or its source)")
+                              "give the float model (or its source)")
     modes = ("float32",) + tuple(m for m in MODES[1:] if m in options.modes)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {m: out_dir / f"{options.name}_{m}.tflite" for m in modes}
     with tempfile.TemporaryDirectory(prefix="edge-quantize-") as tmp:
         if source.kind == "tflite":
             src = None
-            paths["float32"].write_bytes(_aeq_convert(source.path, "float32", options, None))
+            normalised = Path(tmp) / source.path.name
+            changes = normalise_float_tflite(source.path, normalised)
+            if changes:
+                log.info("%s normalised for ai-edge-quantizer: %s", source.path.name, "; ".join(changes))
+                source_for_aeq = normalised
+            else:
+                source_for_aeq = source.path
+            paths["float32"].write_bytes(_aeq_convert(source_for_aeq, "float32", options, None))
         else:
             src = _TfSource(source, Path(tmp), options.labels, options.layout)
             log.info("converting %s to float32", source.path.name)
@@ -339,7 +401,7 @@ def quantize(source: SourceModel, out_dir: Path, options: QuantizeOptions) -> li
                                              limit=options.samples))
                     if not data:
                         raise ConfigError(f"calibration data {str(options.calibration)!r} yielded no frames")
-                paths[mode].write_bytes(_aeq_convert(source.path, mode, options, data))
+                paths[mode].write_bytes(_aeq_convert(source_for_aeq, mode, options, data))
             else:
                 rep = (representative_dataset(options.calibration, spec, (width, height), samples=options.samples,
                                               stride=options.stride, progress=options.progress)

@@ -151,6 +151,36 @@ def test_float_tflite_via_ai_edge_quantizer(digits, tmp_path):
     assert report["models"][1]["agreement_top1"] >= 0.9
 
 
+def test_float16_tflite_without_signature_is_normalised(digits, tmp_path):
+    """A float .tflite as found in the wild: fp16 weights behind DEQUANTIZE, no signature, opcodes
+    only in deprecated_builtin_code (made here from this tool's own float16 export)."""
+    from ai_edge_litert.tools import flatbuffer_utils
+    images, model = digits
+    q.quantize(q.detect_source(model), tmp_path / "src",
+               q.QuantizeOptions(name="f", modes=("float16",), latency_runs=1, progress=False))
+    wild = flatbuffer_utils.read_model(str(tmp_path / "src" / "f_float16.tflite"))
+    wild.signatureDefs = []
+    for code in wild.operatorCodes:
+        if 0 < code.deprecatedBuiltinCode < 127:
+            code.builtinCode = 0
+    (tmp_path / "wild.tflite").write_bytes(bytes(flatbuffer_utils.convert_object_to_bytearray(wild)))
+    assert read_model(tmp_path / "wild.tflite").precision == "float16"
+    changes = q.normalise_float_tflite(tmp_path / "wild.tflite", tmp_path / "normalised.tflite")
+    assert len(changes) == 3, changes
+    normalised = read_model(tmp_path / "normalised.tflite")
+    assert normalised.precision == "float32" and "DEQUANTIZE" not in normalised.op_counts
+    assert normalised.signatures[0].key == "serving_default"
+    results = q.quantize(q.detect_source(tmp_path / "wild.tflite"), tmp_path / "out",
+                         q.QuantizeOptions(name="w", modes=("int8",), calibration=images, samples=20,
+                                           latency_runs=1, progress=False))
+    assert read_model(results[1].path).precision == "int8"
+    from edge.host.evaluate import EvaluateOptions, evaluate
+    report = evaluate(tmp_path / "src" / "f_float32.tflite", [results[0].path, results[1].path], tmp_path / "eval",
+                      EvaluateOptions(frames=images, samples=100, latency_runs=1))
+    assert report["models"][1]["agreement_top1"] >= 0.98     # the normalised float twin
+    assert report["models"][2]["agreement_top1"] >= 0.9
+
+
 def test_frozen_graph_with_tensor_names(tmp_path):
     """The SSD graph cut at named tensors (the generic frozen-graph path), float32 + dynamic."""
     from edge.host.export_ssd import default_graph
