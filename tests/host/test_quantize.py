@@ -144,6 +144,7 @@ def test_float_tflite_via_ai_edge_quantizer(digits, tmp_path):
     int8 = read_model(tmp_path / "aeq" / "a_int8.tflite")
     assert int8.inputs[0].type == "INT8" and int8.precision == "int8"
     assert read_model(tmp_path / "aeq" / "a_dynamic.tflite").precision == "dynamic-range"
+    assert read_model(tmp_path / "aeq" / "a_float16.tflite").precision == "float16"
     assert load_manifest(tmp_path / "aeq" / "a_int8.json").provenance["quantizer"] == "ai-edge-quantizer"
     from edge.host.evaluate import EvaluateOptions, evaluate
     report = evaluate(tmp_path / "aeq" / "a_float32.tflite", [tmp_path / "aeq" / "a_int8.tflite"],
