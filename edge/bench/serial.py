@@ -16,6 +16,7 @@ from edge.bench.passes import PassResult, steady_fps, summarize_stages
 from edge.capture.base import Source
 from edge.pipeline import Postprocess
 from edge.runtime.backend import Backend
+from edge.vision.decode.base import Detection
 from edge.vision.preprocess import Preprocessor
 
 STAGES = ("read", "preprocess", "invoke", "postprocess", "draw", "total")
@@ -25,6 +26,8 @@ _GREEN = (0, 255, 0)
 def draw(image, detections) -> None:
     """Boxes and labels onto the frame, as tutorial loops do before showing it."""
     for d in detections:
+        if not isinstance(d, Detection):  # a classifier's results have no box
+            continue
         x0, y0, x1, y1 = (int(v) for v in d.box)
         cv2.rectangle(image, (x0, y0), (x1, y1), _GREEN, 2)
         cv2.putText(image, f"{d.label} {d.score:.2f}", (x0, max(0, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX,

@@ -22,13 +22,9 @@ import numpy as np
 
 from edge.errors import EdgeError
 from edge.runtime.backend import Backend
-from edge.telemetry.stats import COUNTER_HELP, COUNTERS, PipelineStats
+from edge.telemetry.stats import PipelineStats
 
 log = logging.getLogger(__name__)
-
-if "tpu_fallbacks" not in COUNTERS:
-    COUNTERS.append("tpu_fallbacks")
-    COUNTER_HELP["tpu_fallbacks"] = "Times inference moved from the Edge TPU to the CPU twin."
 
 # What an interpreter raises when its delegate's device went away (libedgetpu reports a failed
 # invoke through the interpreter as RuntimeError; some runtimes use ValueError).

@@ -17,15 +17,15 @@ import numpy as np
 
 STAGES = ("preprocess", "invoke", "postprocess", "publish", "end_to_end", "frame_age")
 
-# Named event counters, exported as ``edge_<name>_total``. A plain list that other parts append
-# to (before a PipelineStats is made) for their own counters, e.g. ``COUNTERS.append("reconnects")``;
-# PipelineStats.count(name) increments one. COUNTER_HELP describes them for exporters.
-COUNTERS = ["captured", "dropped", "inferred", "published", "reconnects"]
+# Named event counters, exported as ``edge_<name>_total``; PipelineStats.count(name) increments one.
+# COUNTER_HELP describes them for exporters. Every counter is declared here, in one place.
+COUNTERS = ["captured", "dropped", "inferred", "published", "reconnects", "tpu_fallbacks"]
 COUNTER_HELP = {"captured": "Frames delivered by the source.",
                 "dropped": "Frames replaced by a newer one before inference took them.",
                 "inferred": "Frames the model ran on.",
                 "published": "Frames whose results reached every sink.",
-                "reconnects": "Times the source was reopened after its end, an unplug or a read error."}
+                "reconnects": "Times the source was reopened after its end, an unplug or a read error.",
+                "tpu_fallbacks": "Times inference moved from the Edge TPU to the CPU twin."}
 
 # Upper bounds (seconds) of the cumulative latency histograms, Prometheus-style (+Inf implied).
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

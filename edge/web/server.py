@@ -27,6 +27,7 @@ import numpy as np
 from edge.errors import ConfigError
 from edge.pipeline import FrameResult
 from edge.telemetry.stats import PipelineStats
+from edge.vision.decode.base import Detection
 from edge.web.page import PAGE
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,13 @@ def annotate(result: FrameResult) -> np.ndarray:
     """The frame (BGR) with every detection's box and ``label score`` drawn on it."""
     image = to_bgr(result.frame.image, result.frame.format)
     thick = max(2, round(max(image.shape[:2]) / 320))
+    line = 0
     for det in result.detections:
+        if not isinstance(det, Detection):  # a classifier's top-k: labels down the left edge
+            line += 1
+            cv2.putText(image, f"{det.label} {det.score:.2f}", (8, 22 * line), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
+                        BOX_BGR, 2, cv2.LINE_AA)
+            continue
         x0, y0, x1, y1 = (int(round(v)) for v in det.box)
         cv2.rectangle(image, (x0, y0), (x1, y1), BOX_BGR, thick)
         text = f"{det.label} {det.score:.2f}"

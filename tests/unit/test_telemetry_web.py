@@ -10,7 +10,7 @@ import pytest
 from edge.capture.base import Frame
 from edge.pipeline import FrameResult, Timings
 from edge.telemetry.stats import PipelineStats
-from edge.vision.decode.base import Detection
+from edge.vision.decode.base import Classification, Detection
 from edge.web.server import BOX_BGR, WebServer, annotate
 
 
@@ -26,6 +26,14 @@ def test_boxes_drawn_on_the_frame_without_touching_it():
     assert tuple(out[40, 10]) == BOX_BGR and tuple(out[60, 30]) == BOX_BGR      # left and bottom edges
     assert tuple(out[40, 30]) == (40, 40, 40)             # inside stays
     assert (out[5:20, 10:60] == BOX_BGR).all(axis=-1).any()   # the label background above the box
+
+
+def test_a_classifier_result_is_written_as_text_not_boxes():
+    image = np.full((100, 160, 3), 40, np.uint8)
+    res = FrameResult(Frame(image, 1, 0.0, 0), (Classification("tabby", 281, 0.9),), Timings(0, 0, 0, 0, 0), "cpu")
+    out = annotate(res)
+    assert (out[4:26, 6:150] == BOX_BGR).all(axis=-1).any()   # the label text, top left
+    assert (out[40:, :] == 40).all()                          # nothing drawn lower down
 
 
 def test_rgb_and_yuv_frames_are_shown_in_their_colours():
