@@ -10,6 +10,7 @@ firmware, then as 18d1:9302 (Google). PCIe/M.2 modules appear as /dev/apex_N (ga
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import platform
 from dataclasses import dataclass
@@ -109,6 +110,15 @@ def delegate_library() -> str:
         raise DelegateError(f"the Edge TPU runtime does not support {system}") from None
 
 
+def library_loadable(library: str) -> None:
+    """Raise OSError when ``library`` cannot be loaded.
+
+    Checked before the runtime's ``load_delegate``: LiteRT's ``Delegate`` object, when the library is
+    missing, also fails in its ``__del__`` and prints a second, confusing traceback.
+    """
+    ctypes.CDLL(library)
+
+
 def load_delegate(runtime: Any, spec: DeviceSpec, options: dict[str, str] | None = None) -> Any:
     """Load the libedgetpu delegate for ``spec``; :class:`DelegateError` carries the remedy."""
     library = delegate_library()
@@ -116,6 +126,7 @@ def load_delegate(runtime: Any, spec: DeviceSpec, options: dict[str, str] | None
     if spec.delegate_option:
         opts["device"] = spec.delegate_option
     try:
+        library_loadable(library)
         delegate = runtime.load_delegate(library, opts)
     except (ValueError, OSError, RuntimeError) as exc:
         devices = enumerate_devices()

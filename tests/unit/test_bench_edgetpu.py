@@ -56,6 +56,7 @@ def models(tmp_path, int8_model):
 
 def test_edgetpu_variant_when_a_coral_is_present(models, monkeypatch):
     monkeypatch.setattr(edgetpu, "enumerate_devices", lambda: [USB_CORAL])
+    monkeypatch.setattr(edgetpu, "library_loadable", lambda library: None)   # no libedgetpu here
     variants = raw.variants(["cpu", "edgetpu"], [1], models, explicit=True, device="edgetpu:usb")
     assert [v.label for v in variants] == ["int8 cpu/xnnpack x1", "int8 edgetpu:usb"]
 
