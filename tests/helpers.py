@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 
@@ -31,3 +33,28 @@ def run_edge(*args: str, cwd: Path | None = None, timeout: float = 120) -> subpr
     """Run the ``edge`` CLI in a subprocess, as a user would."""
     return subprocess.run([sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True,
                           cwd=cwd, timeout=timeout)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for servers a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float = 60.0, what: str = "condition", interval: float = 0.1,
+             ignore: tuple[type[BaseException], ...] = ()):
+    """Poll ``predicate`` until it returns something truthy (returned); AssertionError at ``timeout``.
+
+    Exceptions of the types in ``ignore`` (e.g. OSError while a server starts) count as "not yet".
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            got = predicate()
+        except ignore:
+            got = None
+        if got:
+            return got
+        time.sleep(interval)
+    raise AssertionError(f"{what} not reached within {timeout} s")

@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath
 
 from edge import __version__
 from edge.errors import ConfigError, EdgeError
+from edge.host.manifests import sha256
 from edge.runtime.manifest import load_manifest
 
 log = logging.getLogger(__name__)
@@ -46,14 +47,6 @@ class Bundle:
     name: str
     files: tuple[str, ...]          # names inside the top directory, SHA256SUMS and bundle.json last
     size_bytes: int
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _add(files: dict[str, Path], path: Path, name: str | None = None) -> None:
@@ -113,7 +106,7 @@ def build_bundle(model_dir: Path, out: Path, config: Path | None = None,
     """Write the bundle of ``model_dir`` to ``out`` (.tar.gz)."""
     name, files = collect(model_dir, config, extra)
     now = time.time()
-    sums = {n: sha256_file(p) for n, p in sorted(files.items())}
+    sums = {n: sha256(p) for n, p in sorted(files.items())}
     info = {"format": FORMAT, "name": name, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
             "edge_version": __version__,
             "files": {n: {"sha256": sums[n], "bytes": files[n].stat().st_size} for n in sums}}
@@ -155,7 +148,7 @@ def verify_dir(directory: Path) -> list[str]:
     if not sums_path.is_file():
         raise BundleError(f"{str(directory)!r} has no {SUMS}")
     sums = read_sums(sums_path.read_text(encoding="utf-8"), str(directory))
-    bad = [n for n, digest in sums.items() if not (directory / n).is_file() or sha256_file(directory / n) != digest]
+    bad = [n for n, digest in sums.items() if not (directory / n).is_file() or sha256(directory / n) != digest]
     if bad:
         raise BundleError(f"checksum mismatch or missing file in {str(directory)!r}: {', '.join(bad)}",
                           "the bundle is corrupt: rebuild or copy it again")

@@ -37,7 +37,6 @@ or ``Model not quantized`` and exit non-zero.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -50,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge.errors import EdgeError, ModelError
+from edge.host.manifests import sha256
 from edge.runtime.model import read_model
 
 log = logging.getLogger(__name__)
@@ -320,14 +320,6 @@ def compile_model(model: Path, options: CompileOptions, compiler: Path) -> Compi
     return CompileResult(command, parsed, outputs, text)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_manifests(source: Path, result: CompileResult) -> list[Path]:
     """Manifests naming the compiled model and its CPU twin, so ``edge run`` picks either.
 
@@ -347,7 +339,7 @@ def write_manifests(source: Path, result: CompileResult) -> list[Path]:
                   "command": " ".join(Path(c).name if i == 0 else c for i, c in enumerate(result.command)),
                   "tpu_ops": result.log.tpu_ops, "cpu_ops": result.log.cpu_ops,
                   "segments": [p.name for p in result.outputs],
-                  "sha256": {compiled.name: _sha256(compiled), source.name: _sha256(source)}}
+                  "sha256": {compiled.name: sha256(compiled), source.name: sha256(source)}}
     written = []
     sidecar = compiled.with_suffix(".json")
     rel = lambda p: os.path.relpath(p, compiled.parent)  # noqa: E731 - paths relative to the manifest

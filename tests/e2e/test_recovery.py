@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import cv2
 import pytest
 
 from tests.e2e.service_harness import ROOT, Daemon, NotifyListener
+from tests.helpers import free_port
 
 FAST_BACKOFF = "[service]\nreconnect_initial = 0.1\nreconnect_max = 0.4\nstatus_interval = 0.5\n[output]\njsonl = \"\"\n"
 
@@ -83,12 +83,6 @@ def test_a_removed_and_recreated_file_is_picked_up_again(tmp_path, listener, cli
     assert _reconnects(daemon.log()) >= 1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start_server(port: int) -> subprocess.Popen:
     server = subprocess.Popen([sys.executable, "-m", "tests.faults", "mjpeg-server", str(port)], cwd=ROOT,
                               stdout=subprocess.PIPE, text=True)
@@ -97,7 +91,7 @@ def _start_server(port: int) -> subprocess.Popen:
 
 
 def test_a_killed_and_restarted_stream_server_is_reconnected(tmp_path, listener):
-    port = _free_port()
+    port = free_port()
     server = _start_server(port)
     (tmp_path / "edge.toml").write_text(FAST_BACKOFF)
     daemon = Daemon(["--config", "edge.toml", "--source", f"http://127.0.0.1:{port}/stream.mjpg"], tmp_path,

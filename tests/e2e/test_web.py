@@ -6,35 +6,18 @@ import base64
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 
 import cv2
 import numpy as np
 import pytest
+from tests.helpers import free_port, wait_for
 
 websocket = pytest.importorskip("websocket", reason="websocket-client is not installed (pip install '.[dev]')")
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout=90.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = predicate()
-        if got:
-            return got
-        time.sleep(0.25)
-    raise AssertionError(f"{what} not reached")
 
 
 class DevTools:

@@ -7,17 +7,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.helpers import free_port, wait_for
 
 
 def scrape(port: int) -> dict:
@@ -43,19 +37,6 @@ def daemon(tmp_path, data_dir):
     proc.communicate()
 
 
-def wait_for(predicate, timeout=90.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            got = predicate()
-        except OSError:       # the server is not up yet
-            got = None
-        if got:
-            return got
-        time.sleep(0.3)
-    raise AssertionError("condition not reached")
-
-
 def test_metrics_have_every_family(daemon):
     proc, port = daemon
 
@@ -65,7 +46,7 @@ def test_metrics_have_every_family(daemon):
         det = families.get("edge_detections")
         if det and det.samples and value(families["edge_frames_inferred"]) >= 30:
             return families
-    families = wait_for(enough)
+    families = wait_for(enough, timeout=90, ignore=(OSError,), interval=0.3)
 
     assert families["edge_frames_inferred"].type == "counter"
     for name in ("edge_frames_captured", "edge_frames_dropped", "edge_frames_published"):

@@ -20,7 +20,7 @@ import pytest
 from edge.capture import make_source
 from edge.capture.base import CaptureThread, FrameSlot, END
 from edge.config import SourceConfig
-from tests.helpers import run_edge
+from tests.helpers import free_port, run_edge
 
 MODELS = Path(__file__).parent.parent / "data" / "models"
 RTSP_PACKAGES = "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good"
@@ -65,10 +65,7 @@ def rtsp_server(clip, tmp_path_factory):
                             "from gi.repository import GstRtspServer"], capture_output=True)
     if python is None or probe.returncode != 0:
         pytest.skip(f"gst-rtsp-server is not installed (apt install {RTSP_PACKAGES})")
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([python, str(Path(__file__).parent / "rtsp_server.py"), str(clip), str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()

@@ -49,7 +49,7 @@ def test_bundle_contents_and_sums(work_dir, tmp_path, capsys):
     subprocess.run(["sha256sum", "--check", "--strict", "--quiet", "SHA256SUMS"], cwd=unpacked, check=True)
     info = json.loads((unpacked / "bundle.json").read_text())
     assert info["format"] == "edge-bundle/1"
-    assert info["files"][INT8]["sha256"] == b.sha256_file(work_dir / INT8)
+    assert info["files"][INT8]["sha256"] == b.sha256(work_dir / INT8)
     manifest = load_manifest(unpacked / "manifest.json")
     assert manifest.model_for("edgetpu").is_file() and manifest.model_for("cpu").is_file()
 

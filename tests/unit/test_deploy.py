@@ -20,14 +20,9 @@ import pytest
 from edge.host import deploy as d
 from edge.host.bundle import build_bundle
 from edge.host.cli import main
+from tests.helpers import free_port
 
 SSHD = "/usr/sbin/sshd"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +41,7 @@ def sshd(tmp_path_factory):
     (fakebin / "systemctl").write_text(f'#!/bin/sh\necho "$@" >> {root}/systemctl.log\n'
                                        'if [ "$1" = is-active ]; then echo active; fi\n')
     (fakebin / "systemctl").chmod(0o755)
-    port = _free_port()
+    port = free_port()
     (root / "sshd_config").write_text(f"""Port {port}
 ListenAddress 127.0.0.1
 HostKey {root}/host_key
