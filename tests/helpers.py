@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
 import subprocess
@@ -26,6 +27,18 @@ def fake_edgetpu_model(src: Path, dst: Path) -> Path:
     struct.pack_into("<I", data, at - 4, len(new))
     data[at:at + len(old)] = new + b"\0" * (len(old) - len(new))
     dst.write_bytes(bytes(data))
+    return dst
+
+
+def edgetpu_twin_dir(int8_model: Path, model_dir: Path, dst: Path) -> Path:
+    """A model directory like ``edge-host compile`` leaves: ``person_edgetpu.tflite`` (a stand-in,
+    see :func:`fake_edgetpu_model`) with its CPU twin ``person_int8.tflite`` named in manifest.json."""
+    fake_edgetpu_model(int8_model, dst / "person_edgetpu.tflite")
+    (dst / "person_int8.tflite").write_bytes(int8_model.read_bytes())
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    manifest["models"] = {"edgetpu": "person_edgetpu.tflite", "cpu": "person_int8.tflite"}
+    manifest["labels"] = str(model_dir / "labels.txt")
+    (dst / "manifest.json").write_text(json.dumps(manifest))
     return dst
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.helpers import fake_edgetpu_model, run_edge
+from tests.helpers import edgetpu_twin_dir, fake_edgetpu_model, run_edge
 
 
 def test_edge_run_on_the_embedded_default(tmp_path):
@@ -89,12 +89,7 @@ def test_edgetpu_model_without_a_tpu_and_no_twin(int8_model, tmp_path):
 
 
 def test_edgetpu_model_without_a_tpu_uses_the_cpu_twin(int8_model, model_dir, tmp_path):
-    fake_edgetpu_model(int8_model, tmp_path / "person_edgetpu.tflite")
-    (tmp_path / "person_int8.tflite").write_bytes(int8_model.read_bytes())
-    manifest = json.loads((model_dir / "manifest.json").read_text())
-    manifest["models"] = {"edgetpu": "person_edgetpu.tflite", "cpu": "person_int8.tflite"}
-    manifest["labels"] = str(model_dir / "labels.txt")
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    edgetpu_twin_dir(int8_model, model_dir, tmp_path)
     result = run_edge("run", "--model", str(tmp_path / "person_edgetpu.tflite"), "--as-fast-as-possible",
                       "--max-frames", "10", "--jsonl", "", "-v", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

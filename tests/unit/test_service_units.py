@@ -243,19 +243,13 @@ def test_failover_retries_the_edge_tpu_periodically():
 def test_service_wiring_when_the_delegate_fails_at_start(int8_model, model_dir, tmp_path, monkeypatch, caplog):
     """--device auto, a USB Coral enumerated (faked: none here) but libedgetpu unloadable (really
     absent here): the real CPU twin runs, wrapped to retry the Edge TPU, and the retry is logged."""
-    import json
 
     from edge import config as configuration
     from edge.runtime import edgetpu, loader
     from edge.runtime.failover import wrap_for_failover
-    from tests.helpers import fake_edgetpu_model
+    from tests.helpers import edgetpu_twin_dir
 
-    fake_edgetpu_model(int8_model, tmp_path / "person_edgetpu.tflite")
-    (tmp_path / "person_int8.tflite").write_bytes(int8_model.read_bytes())
-    manifest = json.loads((model_dir / "manifest.json").read_text())
-    manifest["models"] = {"edgetpu": "person_edgetpu.tflite", "cpu": "person_int8.tflite"}
-    manifest["labels"] = str(model_dir / "labels.txt")
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    edgetpu_twin_dir(int8_model, model_dir, tmp_path)
     monkeypatch.setattr(edgetpu, "enumerate_devices",
                         lambda *a, **k: [edgetpu.TpuDevice("usb", "/sys/bus/usb/devices/2-1", "usb")])
     cfg = configuration.load(None, {"model": {"path": str(tmp_path)}, "service": {"tpu_retry": 0.01}})
