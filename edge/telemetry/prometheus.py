@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from typing import Iterator
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily,
                                     InfoMetricFamily, Metric)
 
@@ -149,6 +152,11 @@ def _counter(name: str, help_text: str, labels: list[str], rows) -> CounterMetri
     return family
 
 
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args) -> None:  # scrapes are not worth a log line each
+        pass
+
+
 class PrometheusExporter:
     """Serves /metrics from its own registry on ``address:port`` in a daemon thread."""
 
@@ -157,15 +165,21 @@ class PrometheusExporter:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(EdgeCollector(stats, system))
         try:
-            self._server, self._thread = start_http_server(port, addr=address, registry=self.registry)
+            self._server = make_server(address, port, make_wsgi_app(self.registry), ThreadingWSGIServer,
+                                       handler_class=_QuietHandler)
         except OSError as exc:
             raise ConfigError(f"cannot serve Prometheus metrics on {address}:{port}: {exc.strerror}",
                               "choose a free port with --prometheus PORT") from None
         self.port = self._server.server_port
+        # A short poll so that close() (exit, SIGHUP reload) returns at once, not after up to 0.5 s.
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="prometheus", daemon=True)
+        self._thread.start()
         log.info("Prometheus metrics on http://%s:%d/metrics", address, self.port)
 
     def close(self) -> None:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            self._thread.join(timeout=5.0)
             self._server = None

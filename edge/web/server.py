@@ -85,7 +85,8 @@ class WebServer:
                               "choose a free port with --web PORT") from None
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="web", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="web", daemon=True)   # close() returns at once
         self._thread.start()
         log.info("live view on http://%s:%d/", address, self.port)
 
