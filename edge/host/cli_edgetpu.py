@@ -96,7 +96,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                             ssh_options=args.ssh_option)
     report = d.deploy(Path(args.bundle) if args.bundle else None,
                       Path(args.model_dir) if args.model_dir else None, target,
-                      restart=args.restart, dry_run=args.dry_run)
+                      unit=args.reload or args.restart, action="restart" if args.restart else "reload",
+                      dry_run=args.dry_run)
     print("\n".join(report))
     return 0
 
@@ -135,7 +136,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--include", action="append", default=[], help="another file to ship (repeatable)")
     p.set_defaults(func=cmd_bundle)
 
-    p = sub.add_parser("deploy", help="copy a bundle to a Pi over ssh/rsync, verify, restart the service")
+    p = sub.add_parser("deploy", help="copy a bundle to a Pi over ssh/rsync, verify, reload the service")
     p.add_argument("host", help="[user@]host of the Pi")
     p.add_argument("--bundle", help="a bundle made by edge-host bundle")
     p.add_argument("--model-dir", help="or: bundle this model directory on the fly")
@@ -144,6 +145,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=_positive, default=None, help="ssh port")
     p.add_argument("--identity", "-i", help="ssh private key")
     p.add_argument("--ssh-option", "-O", action="append", default=[], help="extra ssh -o option (repeatable)")
-    p.add_argument("--restart", metavar="UNIT", help="systemd unit to restart after the copy (e.g. edge-detect)")
+    unit = p.add_mutually_exclusive_group()
+    unit.add_argument("--reload", metavar="UNIT", help="systemd unit to reload after the copy (e.g. edge-detect): "
+                                                     "the service loads the new model without restarting")
+    unit.add_argument("--restart", metavar="UNIT", help="systemd unit to restart after the copy instead")
     p.add_argument("--dry-run", action="store_true", help="print the commands, change nothing")
     p.set_defaults(func=cmd_deploy)

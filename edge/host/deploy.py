@@ -1,4 +1,4 @@
-"""Deploy a bundle to a Raspberry Pi over ssh + rsync, verify it there, swap it in, restart the unit.
+"""Deploy a bundle to a Raspberry Pi over ssh + rsync, verify it there, swap it in, reload the unit.
 
 Steps (each one a command whose exit code is checked; ``--dry-run`` prints them instead):
 
@@ -7,8 +7,10 @@ Steps (each one a command whose exit code is checked; ``--dry-run`` prints them 
 3. on the Pi: ``sha256sum -c SHA256SUMS`` in ``<path>.incoming`` (coreutils, on every Pi OS);
 4. on the Pi: swap directories — ``<path>`` → ``<path>.previous``, ``<path>.incoming`` → ``<path>``
    (the previous model stays for a manual roll-back);
-5. with ``--restart UNIT``: ``systemctl restart UNIT`` (through ``sudo -n`` when not root) and
-   ``systemctl is-active UNIT``.
+5. with ``--reload UNIT``: ``systemctl reload UNIT`` — ``edge run --service`` re-reads its
+   configuration and loads the new model without dropping the process, and keeps the running one
+   if the new one does not load — or with ``--restart UNIT`` ``systemctl restart UNIT``; either
+   through ``sudo -n`` when not root, then ``systemctl is-active UNIT``.
 """
 
 from __future__ import annotations
@@ -90,8 +92,8 @@ def _run(cmd: list[str], what: str, dry_run: bool, report: list[str]) -> str:
     return proc.stdout
 
 
-def remote_script(target: Target, restart: str | None) -> str:
-    """The shell run on the Pi after the copy: verify, swap, restart."""
+def remote_script(target: Target, unit: str | None, action: str = "reload") -> str:
+    """The shell run on the Pi after the copy: verify, swap, then ``systemctl <action> <unit>``."""
     path = shlex.quote(target.path)
     incoming = shlex.quote(target.path + ".incoming")
     previous = shlex.quote(target.path + ".previous")
@@ -104,21 +106,27 @@ def remote_script(target: Target, restart: str | None) -> str:
         f"mv {incoming} {path}",
         f"echo verified and installed in {path}",
     ]
-    if restart:
-        unit = shlex.quote(restart)
+    if unit:
+        quoted = shlex.quote(unit)
         lines += [
             'SUDO=""; if [ "$(id -u)" -ne 0 ]; then SUDO="sudo -n"; fi',
-            f"$SUDO systemctl restart {unit}",
-            f"echo \"{restart}: $(systemctl is-active {unit})\"",
+            f"$SUDO systemctl {action} {quoted}",
+            f"echo \"{unit}: $(systemctl is-active {quoted})\"",
         ]
     return "\n".join(lines)
 
 
-def deploy(bundle: Path | None, model_dir: Path | None, target: Target, *, restart: str | None = None,
-           dry_run: bool = False) -> list[str]:
-    """Copy, verify and install a bundle (or a model directory, bundled on the fly) on ``target``."""
-    if restart is not None and (not restart or restart.startswith("-") or any(c.isspace() for c in restart)):
-        raise ConfigError(f"--restart {restart!r} is not a systemd unit name", "e.g. edge-detect")
+ACTIONS = ("reload", "restart")
+
+
+def deploy(bundle: Path | None, model_dir: Path | None, target: Target, *, unit: str | None = None,
+           action: str = "reload", dry_run: bool = False) -> list[str]:
+    """Copy, verify and install a bundle (or a model directory, bundled on the fly) on ``target``,
+    then ``systemctl <action> <unit>`` when a unit is given."""
+    if action not in ACTIONS:
+        raise ConfigError(f"unit action {action!r} is not one of {', '.join(ACTIONS)}")
+    if unit is not None and (not unit or unit.startswith("-") or any(c.isspace() for c in unit)):
+        raise ConfigError(f"--{action} {unit!r} is not a systemd unit name", "e.g. edge-detect")
     _need("rsync", "rsync")
     _need("ssh", "openssh-client")
     report: list[str] = []
@@ -134,7 +142,7 @@ def deploy(bundle: Path | None, model_dir: Path | None, target: Target, *, resta
         _run([*ssh, target.host, f"mkdir -p {parent}"], "creating the target directory", dry_run, report)
         _run(["rsync", "-a", "--delete", "--checksum", "-e", shlex.join(ssh), f"{staged}/",
               f"{target.host}:{target.path}.incoming/"], "rsync", dry_run, report)
-        out = _run([*ssh, target.host, "sh -c " + shlex.quote(remote_script(target, restart))],
+        out = _run([*ssh, target.host, "sh -c " + shlex.quote(remote_script(target, unit, action))],
                    "verifying and installing on the device", dry_run, report)
         report += [line for line in out.splitlines() if line]
     return report

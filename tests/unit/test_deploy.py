@@ -93,6 +93,15 @@ def test_deploy_bundle_installs_verifies_and_restarts(sshd, model_dir, tmp_path,
         "restart edge-detect", "is-active edge-detect"]
 
 
+def test_deploy_reloads_the_service_so_it_picks_up_the_new_model(sshd, model_dir, tmp_path, capsys):
+    """--reload: `systemctl reload` (SIGHUP: edge run --service reloads config and model in place)."""
+    dest = tmp_path / "pi" / "models" / "current"
+    assert main(["deploy", *_args(sshd, dest), "--model-dir", str(model_dir), "--reload", "edge-detect"]) == 0
+    assert "edge-detect: active" in capsys.readouterr().out
+    assert (sshd["root"] / "systemctl.log").read_text().splitlines()[-2:] == [
+        "reload edge-detect", "is-active edge-detect"]
+
+
 def test_redeploy_keeps_the_previous_version(sshd, model_dir, tmp_path, capsys):
     dest = tmp_path / "pi" / "current"
     assert main(["deploy", *_args(sshd, dest), "--model-dir", str(model_dir)]) == 0
