@@ -30,7 +30,7 @@ class Candidate:
 CANDIDATES = (
     Candidate("ai-edge-litert", "ai_edge_litert.interpreter", "ai-edge-litert"),
     Candidate("tflite-runtime", "tflite_runtime.interpreter", "tflite-runtime"),
-    Candidate("tensorflow", "tensorflow.lite", "tensorflow"),
+    Candidate("tensorflow", "tensorflow", "tensorflow"),   # its public tf.lite API
 )
 NAMES = tuple(c.name for c in CANDIDATES)
 
@@ -75,6 +75,8 @@ def _import(candidate: Candidate) -> Runtime:
     """Import one candidate; raises ImportError (or the runtime's own load error)."""
     module = importlib.import_module(candidate.module)
     if candidate.name == "tensorflow":
+        # tf.lite is the public API; the package tensorflow.lite itself has no Interpreter.
+        module = module.lite
         interpreter_cls = module.Interpreter
         load_delegate = module.experimental.load_delegate
         resolver = getattr(module.experimental, "OpResolverType", None)
