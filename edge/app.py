@@ -125,6 +125,9 @@ def assemble(config: Config, extra_sinks: list[Sink] | None = None,
     """
     edgetpu.parse_device(config.model.device)
     check_layout(config.model.layout)
+    if config.mqtt.host:
+        from edge.telemetry.mqtt import split_host
+        split_host(config.mqtt.host, config.mqtt.port)   # a bad HOST:PORT fails before the model loads
     models = loader.resolve(config.model)
     params = finish_params(config, models.manifest)
     source = make_source(config.source)

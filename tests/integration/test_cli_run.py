@@ -105,6 +105,8 @@ def test_explicit_edgetpu_without_a_tpu(tmp_path):
     ("--score-threshold", "2", "above the maximum"),
     ("--classes", "unicorn", "class 'unicorn' is not in the labels"),
     ("--runtime", "tflite", "model.runtime = 'tflite' is not one of"),
+    ("--mqtt", "broker:99999", "MQTT broker 'broker:99999' has a bad port"),
+    ("--layout", "yolov9000", "yolov9000"),
 ])
 def test_bad_flags(flag, value, fragment):
     _one_line_error(run_edge("run", flag, value, "--jsonl", ""), fragment)
