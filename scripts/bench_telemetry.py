@@ -5,9 +5,12 @@ Rounds alternate the settings (off, exporters, exporters+web, off, …) on the s
 read as fast as possible (every frame), so all settings see the same machine state.
 
 - off: no JSONL, no live line, no exporter, no system monitor.
-- exporters: the system monitor (every 0.5 s), Prometheus /metrics scraped every second, MQTT to a
-  real mosquitto (started here when the `mosquitto` binary exists, else the exporter keeps retrying
-  a closed port), JSONL events with a stats line every second, the live line (to /dev/null).
+- exporters: the system monitor, Prometheus /metrics scraped, MQTT to a real mosquitto (started
+  here when the `mosquitto` binary exists, else the exporter keeps retrying a closed port), JSONL
+  events with stats lines, the live line (to /dev/null). With the shipped defaults (`--intervals
+  defaults`, the default): system samples every 2 s, MQTT and JSONL stats every 10 s, a scrape at
+  the start of the round and every 15 s (a common Prometheus scrape_interval). With `--intervals
+  stress`: samples every 0.5 s, stats lines and scrapes every second.
 - exporters+web: the same plus the live view with one MJPEG viewer connected (frames drawn and
   JPEG-encoded at 10 fps in this process).
 
@@ -16,7 +19,8 @@ Reported per setting: frames per second and CPU milliseconds per frame of this p
 to the "off" run of the same round (neighbours in time share the machine's load; on a shared
 machine FPS varies far more than CPU time per frame, which is the steadier figure).
 
-    .venv/bin/python scripts/bench_telemetry.py [--frames 150] [--rounds 10] [--json out.json]
+    .venv/bin/python scripts/bench_telemetry.py [--intervals defaults|stress] [--frames N] [--rounds N]
+                                                [--realtime] [--json out.json]
 """
 
 from __future__ import annotations
@@ -68,8 +72,9 @@ def start_mosquitto(tmp: Path) -> tuple[subprocess.Popen | None, int]:
 class Clients:
     """A Prometheus scraper and an MJPEG viewer, as a real deployment would have."""
 
-    def __init__(self, metrics_port: int, web_port: int):
+    def __init__(self, metrics_port: int, web_port: int, scrape_every: float):
         self.stop = threading.Event()
+        self.scrape_every = scrape_every
         self.threads = [threading.Thread(target=self._scrape, args=(metrics_port,), daemon=True)]
         if web_port:
             self.threads.append(threading.Thread(target=self._view, args=(web_port,), daemon=True))
@@ -77,11 +82,13 @@ class Clients:
             t.start()
 
     def _scrape(self, port: int) -> None:
-        while not self.stop.wait(1.0):
+        while True:
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
             except OSError:
-                pass      # the server is not up yet or already closed: the next round retries
+                pass      # the server is not up yet or already closed: the next scrape retries
+            if self.stop.wait(self.scrape_every):
+                return
 
     def _view(self, port: int) -> None:
         while not self.stop.is_set():
@@ -101,16 +108,27 @@ class Clients:
 SETTINGS = ("off", "exporters", "exporters+web")
 
 
-def run_once(frames: int, setting: str, tmp: Path, mqtt_port: int, realtime: bool = False) -> dict:
+INTERVALS = {  # seconds: system sampling, MQTT stats, JSONL stats lines, Prometheus scrapes
+    "defaults": {"sample": None, "mqtt_stats": None, "jsonl_stats": 10.0, "scrape": 15.0},
+    "stress": {"sample": 0.5, "mqtt_stats": 1.0, "jsonl_stats": 1.0, "scrape": 1.0},
+}
+
+
+def run_once(frames: int, setting: str, tmp: Path, mqtt_port: int, realtime: bool = False,
+             intervals: str = "defaults") -> dict:
+    every = INTERVALS[intervals]
     tables = {"source": {"realtime": realtime, "loop": True}, "output": {"max_frames": frames, "jsonl": "",
                                                                          "live": "off"}}
     clients = None
     telemetry = setting != "off"
     metrics_port, web_port = free_port(), 0
     if telemetry:
-        tables["output"] |= {"jsonl": str(tmp / "events.jsonl"), "jsonl_stats": 1.0, "live": "on"}
-        tables |= {"telemetry": {"interval": 0.5}, "prometheus": {"port": metrics_port},
-                   "mqtt": {"host": f"127.0.0.1:{mqtt_port}", "stats_interval": 1.0}}
+        tables["output"] |= {"jsonl": str(tmp / "events.jsonl"), "jsonl_stats": every["jsonl_stats"], "live": "on"}
+        tables |= {"prometheus": {"port": metrics_port}, "mqtt": {"host": f"127.0.0.1:{mqtt_port}"}}
+        if every["sample"] is not None:     # None: the shipped default
+            tables["telemetry"] = {"interval": every["sample"]}
+        if every["mqtt_stats"] is not None:
+            tables["mqtt"]["stats_interval"] = every["mqtt_stats"]
     if setting == "exporters+web":
         web_port = free_port()
         tables["web"] = {"port": web_port}
@@ -121,7 +139,7 @@ def run_once(frames: int, setting: str, tmp: Path, mqtt_port: int, realtime: boo
     try:
         assembly = assemble(config)
         if telemetry:
-            clients = Clients(metrics_port, web_port)
+            clients = Clients(metrics_port, web_port, every["scrape"])
         time.sleep(0.5)      # the viewer connects; the same pause in every setting (a paced source counts it)
         cpu0, wall0 = time.process_time(), time.perf_counter()
         summary = assembly.pipeline.run()
@@ -138,8 +156,11 @@ def run_once(frames: int, setting: str, tmp: Path, mqtt_port: int, realtime: boo
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--frames", type=int, default=150, help="frames per round (default 150)")
-    parser.add_argument("--rounds", type=int, default=10, help="rounds per setting (default 10)")
+    parser.add_argument("--intervals", choices=tuple(INTERVALS), default="defaults",
+                        help="periodic work: the shipped defaults, or stress (every 0.5-1 s)")
+    parser.add_argument("--frames", type=int, default=1500, help="frames per round (default 1500: ~10 s, so "
+                                                                 "that rounds include the periodic work)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per setting (default 5)")
     parser.add_argument("--realtime", action="store_true",
                         help="read the clip at its own frame rate (25 fps), like a camera, instead of as fast "
                              "as possible: FPS then shows whether telemetry costs frames at that rate")
@@ -153,7 +174,7 @@ def main() -> int:
             rounds = []
             for i in range(args.rounds):
                 for setting in SETTINGS:
-                    r = run_once(args.frames, setting, tmp, mqtt_port, args.realtime)
+                    r = run_once(args.frames, setting, tmp, mqtt_port, args.realtime, args.intervals)
                     rounds.append(r)
                     print(f"round {i + 1} {setting:>13}: {r['fps']:6.1f} fps, {r['dropped']:3d} dropped, "
                           f"{r['cpu_ms_per_frame']:6.2f} ms CPU/frame", flush=True)
@@ -168,7 +189,7 @@ def main() -> int:
     def paired(setting: str, key: str) -> float:
         mine = [r for r in rounds if r["setting"] == setting]
         return statistics.median(a[key] / b[key] for a, b in zip(mine, offs))
-    result = {"frames_per_round": args.frames, "realtime": args.realtime, "rounds": rounds, "median": med,
+    result = {"frames_per_round": args.frames, "realtime": args.realtime, "intervals": args.intervals, "rounds": rounds, "median": med,
               "ratio_to_off": {s: {"fps": paired(s, "fps"), "cpu_per_frame": paired(s, "cpu_ms_per_frame")}
                                for s in SETTINGS[1:]}}
     print(f"\n{'setting':>13}  {'fps':>6}  {'CPU ms/frame':>12}  {'fps ratio':>9}  {'CPU/frame ratio':>15}")
