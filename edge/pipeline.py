@@ -22,7 +22,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from edge.capture.base import END, Frame, FrameSlot, Source
+from edge.capture.base import END, CaptureThread, Frame, FrameSlot, Source
 from edge.runtime.backend import Backend
 from edge.telemetry.stats import PipelineStats
 from edge.vision.decode import Decoder, Detection, FinishParams, finish
@@ -100,7 +100,7 @@ class _Prepared:
     prepare_ns: int
 
 
-class _PreparingCapture(threading.Thread):
+class _PreparingCapture(CaptureThread):
     """Reads ``source``, preprocesses every frame into a spare input buffer, and puts it in ``slot``.
 
     Buffers come from a free list: the inference thread returns one when it has copied it into the
@@ -111,9 +111,10 @@ class _PreparingCapture(threading.Thread):
 
     def __init__(self, source: Source, slot: FrameSlot, stop: threading.Event, preprocessor: Preprocessor,
                  shape: tuple[int, ...], dtype: np.dtype):
-        super().__init__(name=f"capture:{source.name}", daemon=True)
-        self.source, self.slot, self.stop, self.preprocessor = source, slot, stop, preprocessor
+        super().__init__(source, slot, stop)
+        self.preprocessor = preprocessor
         self._shape, self._dtype = shape, dtype
+        self._previous: _Prepared | None = None
         self._free: list[np.ndarray] = []
         self._lock = threading.Lock()
 
@@ -127,29 +128,16 @@ class _PreparingCapture(threading.Thread):
         with self._lock:
             self._free.append(buffer)
 
-    def run(self) -> None:
-        error = None
-        previous: _Prepared | None = None
-        clock = time.monotonic_ns
-        try:
-            while not self.stop.is_set():
-                frame = self.source.read()
-                if frame is None:
-                    log.info("source %s ended", self.source.name)
-                    break
-                buffer = self._acquire()
-                start = clock()
-                transform = self.preprocessor(frame, buffer)
-                item = _Prepared(frame, buffer, transform, clock() - start)
-                dropped = self.slot.dropped
-                self.slot.put(item, self.stop)  # type: ignore[arg-type]  # the slot carries prepared frames
-                if self.slot.dropped != dropped and previous is not None:
-                    self.release(previous.buffer)
-                previous = item
-        except Exception as exc:  # handed to the consumer thread, which re-raises it
-            error = exc
-        finally:
-            self.slot.end(error)
+    def deliver(self, frame: Frame) -> None:
+        buffer = self._acquire()
+        start = time.monotonic_ns()
+        transform = self.preprocessor(frame, buffer)
+        item = _Prepared(frame, buffer, transform, time.monotonic_ns() - start)
+        dropped = self.slot.dropped
+        self.slot.put(item, self.stop)  # type: ignore[arg-type]  # the slot carries prepared frames
+        if self.slot.dropped != dropped and self._previous is not None:
+            self.release(self._previous.buffer)
+        self._previous = item
 
 
 @dataclass(frozen=True)

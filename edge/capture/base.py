@@ -104,7 +104,10 @@ class FrameSlot:
 
 
 class CaptureThread(threading.Thread):
-    """Reads ``source`` into ``slot`` until the source ends or ``stop`` is set."""
+    """Reads ``source`` into ``slot`` until the source ends or ``stop`` is set.
+
+    Subclasses change what goes into the slot by overriding :meth:`deliver`.
+    """
 
     def __init__(self, source: Source, slot: FrameSlot, stop: threading.Event):
         super().__init__(name=f"capture:{source.name}", daemon=True)
@@ -120,8 +123,11 @@ class CaptureThread(threading.Thread):
                 if frame is None:
                     log.info("source %s ended", self.source.name)
                     break
-                self.slot.put(frame, self.stop)
+                self.deliver(frame)
         except Exception as exc:  # handed to the consumer thread, which re-raises it
             error = exc
         finally:
             self.slot.end(error)
+
+    def deliver(self, frame: Frame) -> None:
+        self.slot.put(frame, self.stop)

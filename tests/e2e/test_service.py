@@ -17,7 +17,7 @@ import time
 import pytest
 
 from tests.e2e.service_harness import Daemon, NotifyListener
-from tests.helpers import run_edge
+from tests.helpers import run_edge, wait_for
 
 
 @pytest.fixture
@@ -87,13 +87,16 @@ def test_sigterm_drains_and_every_processed_frame_is_in_the_jsonl(tmp_path, list
     daemon = _daemon(tmp_path, listener, "--jsonl", "events.jsonl", "--as-fast-as-possible")
     try:
         listener.wait_for("READY", "1", proc=daemon)
-        time.sleep(2.0)
+        # Stop a few events in (people appear from frame 30): well before the clip's 250 frames
+        # end, where the service would read it again from the start and a plain run would not.
+        wait_for(lambda: len(_events(tmp_path / "events.jsonl")) >= 3, 60, "three detection events", 0.02,
+                 ignore=(OSError, ValueError))
         assert daemon.stop() == 0, daemon.log()
     finally:
         daemon.kill()
     log = daemon.log()
     inferred, published = map(int, re.search(r"service ends: (\d+) frames inferred, (\d+) published", log).groups())
-    assert inferred == published > 30
+    assert inferred == published > 30 and published < 250, log
     reference = run_edge("run", "--as-fast-as-possible", "--max-frames", str(published), "--jsonl", "ref.jsonl",
                          cwd=tmp_path)
     assert reference.returncode == 0, reference.stderr
