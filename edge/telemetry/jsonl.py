@@ -28,6 +28,28 @@ def event(result: FrameResult, source: str) -> dict:
             "width": width, "height": height, "detections": [d.as_dict() for d in result.detections]}
 
 
+# (detections, frame index, timestamp, source, line) of the last event encoded by event_line
+_last_event: tuple = ((), -1, 0.0, "", "")
+
+
+def event_line(result: FrameResult, source: str) -> str:
+    """The event as compact JSON, without newline; ASCII only (``json.dumps`` escapes the rest).
+
+    The JSONL sink and the MQTT exporter both send it for the same frame, one after the other on
+    the publishing thread, so it is encoded once per frame: the last line is kept, keyed by the
+    detections tuple (held, so its identity cannot be reused), the frame and the source.
+    """
+    global _last_event
+    frame = result.frame
+    detections, index, timestamp, last_source, line = _last_event
+    if (detections is result.detections and index == frame.index and timestamp == frame.timestamp
+            and last_source == source):
+        return line
+    line = json.dumps(event(result, source), separators=(",", ":"))
+    _last_event = (result.detections, frame.index, frame.timestamp, source, line)
+    return line
+
+
 class JsonlSink:
     def __init__(self, path: str | Path, source: str, *, max_bytes: int = 0, backups: int = 3,
                  stats: Callable[[], dict] | None = None, stats_interval: float = 0.0):
@@ -62,10 +84,14 @@ class JsonlSink:
 
     def write(self, record: dict) -> None:
         """Append one whole line and flush it."""
+        self._write_line(json.dumps(record, separators=(",", ":")))
+
+    def _write_line(self, text: str) -> None:
+        """Append ``text`` (JSON from ``json.dumps``, hence ASCII: one byte a character) and flush."""
         if self._file is None:
             return
-        data = json.dumps(record, separators=(",", ":")) + "\n"
-        size = len(data.encode("utf-8"))
+        data = text + "\n"
+        size = len(data)
         if self.max_bytes and self._size and self._size + size > self.max_bytes:
             self._rotate()
         self._file.write(data)
@@ -83,7 +109,7 @@ class JsonlSink:
                 self._next_stats = now + self.stats_interval
                 self._write_stats()
         if result.detections:
-            self.write(event(result, self.source))
+            self._write_line(event_line(result, self.source))
 
     def close(self) -> None:
         if self._file is not None:

@@ -28,7 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.errors import ConfigError
 from edge.pipeline import FrameResult
-from edge.telemetry.jsonl import event
+from edge.telemetry.jsonl import event_line
 from edge.telemetry.stats import PipelineStats
 
 log = logging.getLogger(__name__)
@@ -113,13 +113,12 @@ class MqttExporter:
     def publish(self, result: FrameResult) -> None:
         counts = Counter(d.label for d in result.detections)
         if result.detections:
-            self._send(self.topic("events"), json.dumps(event(result, self.source), separators=(",", ":")))
-        for label in set(counts) | set(self._counts):
+            self._send(self.topic("events"), event_line(result, self.source))
+        for label in counts.keys() | self._counts.keys():
             n = counts.get(label, 0)
             if self._counts.get(label) != n:
                 self._send(self.topic(self.source_topic, topic_part(label)), str(n), retain=True)
-        self._counts = {label: n for label, n in counts.items()} | {
-            label: 0 for label in self._counts if label not in counts}
+                self._counts[label] = n
 
     def publish_stats(self) -> None:
         self._send(self.topic("stats"), json.dumps(self.stats_payload(), separators=(",", ":")))
