@@ -25,7 +25,7 @@ import numpy as np
 from edge.capture.base import END, CaptureThread, Frame, FrameSlot, Source
 from edge.runtime.backend import Backend
 from edge.telemetry.stats import PipelineStats
-from edge.vision.decode import Decoder, Detection, FinishParams, finish
+from edge.vision.decode import Detection
 from edge.vision.preprocess import Preprocessor, Transform
 
 # Output arrays and the preprocessing transform in, final results (frame pixels, labels) out.
@@ -54,13 +54,6 @@ class Timings:
                 "postprocess": (self.decoded - self.invoke_end) / 1e9,
                 "publish": (self.published - self.decoded) / 1e9,
                 "end_to_end": (self.published - self.captured) / 1e9}
-
-
-def detection_postprocess(decoder: Decoder, params: FinishParams) -> Postprocess:
-    """Decode, threshold, and map boxes to frame pixels: the postprocess of detectors."""
-    def postprocess(outputs: tuple[np.ndarray, ...], transform: Transform) -> tuple[Detection, ...]:
-        return finish(decoder(outputs), transform, params)
-    return postprocess
 
 
 @dataclass(frozen=True, slots=True)
