@@ -7,11 +7,9 @@ code, not a copy) into the float model's input, so calibration sees exactly what
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-import cv2
 import numpy as np
 
 from edge.capture.base import Frame, Source
@@ -34,32 +32,14 @@ def labelled_images(folder: Path) -> list[tuple[Path, int]]:
     return out
 
 
-class _LabelledFolderSource:
+class _LabelledFolderSource(ImageFolderSource):
     """The images of a class-per-subfolder folder (see :func:`labelled_images`), once."""
 
-    live = False
-
-    def __init__(self, folder: Path):
-        self.name = folder.name
-        self._files = labelled_images(folder)
-        self._index = 0
-
     def open(self) -> None:
+        self._files = [path for path, _ in labelled_images(self.folder)]
         if not self._files:
             raise SourceError(f"folder {self.name!r} holds no images and no class subfolders with images")
-
-    def read(self) -> Frame | None:
-        if self._index >= len(self._files):
-            return None
-        path = self._files[self._index][0]
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise SourceError(f"cannot decode image {str(path)!r}", "remove it or convert it to JPEG/PNG")
-        self._index += 1
-        return Frame(image=image, index=self._index - 1, timestamp=time.time(), captured_ns=time.monotonic_ns())
-
-    def close(self) -> None:
-        self._files = []
+        self._index = 0
 
 
 def _source(path: Path) -> Source:
