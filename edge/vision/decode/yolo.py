@@ -27,7 +27,7 @@ import numpy as np
 from edge.errors import ModelError
 from edge.runtime.manifest import Manifest
 from edge.runtime.model import ModelInfo, TensorInfo
-from edge.vision.decode.base import EMPTY, DecodeParams, RawDetections, first_set, output_params
+from edge.vision.decode.base import EMPTY, DecodeParams, RawDetections, dequantize, first_set, output_params
 from edge.vision.decode.nms import batched_nms, nms
 
 log = logging.getLogger(__name__)
@@ -81,22 +81,15 @@ class YoloDecoder:
         self.iou_threshold = iou_threshold
         self.max_detections = max_detections
         self.agnostic = agnostic
-        if tensor.quantized:
-            self.scale, self.zero_point = tensor.quantization.scalar()
-
-    def _real(self, raw: np.ndarray) -> np.ndarray:
-        if not self.tensor.quantized:
-            return raw.astype(np.float32, copy=False)
-        return (self.scale * (raw.astype(np.int32) - self.zero_point)).astype(np.float32)
 
     def _candidates(self, out: np.ndarray) -> np.ndarray:
         """Rows (anchors) whose best score can reach the threshold, dequantised, as [M, C]."""
         limit = self.raw_threshold if self.raw_threshold is not None else self.threshold
         if self.channels_first:                                # [C, N]: reduce along the contiguous axis
             gate = out[4] if self.layout == V5 else out[self.first_class:].max(axis=0)
-            return self._real(out[:, np.flatnonzero(gate >= limit)].T)
+            return dequantize(out[:, np.flatnonzero(gate >= limit)].T, self.tensor)
         gate = out[:, 4] if self.layout == V5 else out[:, self.first_class:].max(axis=1)
-        return self._real(out[np.flatnonzero(gate >= limit)])
+        return dequantize(out[np.flatnonzero(gate >= limit)], self.tensor)
 
     def __call__(self, outputs: tuple[np.ndarray, ...]) -> RawDetections:
         out = outputs[0].reshape(outputs[0].shape[-2:])
