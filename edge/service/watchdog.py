@@ -19,7 +19,7 @@ from edge.telemetry.stats import PipelineStats, Snapshot
 def status_line(snap: Snapshot, stalled_for: float = 0.0) -> str:
     """The STATUS= text: what ``systemctl status`` shows under the unit."""
     text = (f"{snap.fps_published:.1f} fps on {snap.backend or '?'}, {snap.published} frames, "
-            f"{snap.dropped} dropped, {getattr(snap, 'reconnects', 0)} reconnects")
+            f"{snap.dropped} dropped, {snap.reconnects} reconnects")
     if stalled_for:
         text += f"; no frame for {stalled_for:.0f} s"
     return text
@@ -40,15 +40,14 @@ class FrameWatchdog:
     def __call__(self, result: FrameResult | None = None) -> None:
         now = self.clock()
         self.last_frame = now
-        if self.period is None or now - self.last_ping < self.min_interval:
-            return
-        if self.notifier.watchdog():
-            self.last_ping = now
-            self.pings += 1
+        self._ping(now)
 
     def keepalive(self) -> None:
         """Ping without a frame: only while the service is knowingly recovering (source reconnects)."""
-        now = self.clock()
+        self._ping(self.clock())
+
+    def _ping(self, now: float) -> None:
+        """WATCHDOG=1, at most every ``min_interval`` seconds."""
         if self.period is None or now - self.last_ping < self.min_interval:
             return
         if self.notifier.watchdog():
