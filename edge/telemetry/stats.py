@@ -116,7 +116,11 @@ class Snapshot:
     uptime: float
     histograms: dict[str, HistogramSnapshot] = field(default_factory=dict)   # stage -> since start
     counts: dict[str, int] = field(default_factory=dict)   # every name in COUNTERS -> total
-    reconnects: int = 0          # times the source was reopened after an end, unplug or error
+
+    @property
+    def reconnects(self) -> int:
+        """Times the source was reopened after an end, unplug or error."""
+        return self.counts.get("reconnects", 0)
 
 
 class PipelineStats:
@@ -166,9 +170,9 @@ class PipelineStats:
             self.counts[name] = self.counts.get(name, 0) + n
 
     def _counts(self) -> dict[str, int]:
-        own = {"captured": self.captured, "dropped": self.dropped, "inferred": self.inferred,
-               "published": self.published}
-        return {name: own.get(name, self.counts.get(name, 0)) for name in dict.fromkeys(COUNTERS + list(self.counts))}
+        # self.counts holds every name of COUNTERS first (the frame counters are kept as attributes)
+        return self.counts | {"captured": self.captured, "dropped": self.dropped, "inferred": self.inferred,
+                              "published": self.published}
 
     def snapshot(self) -> Snapshot:
         with self._lock:
@@ -181,4 +185,4 @@ class PipelineStats:
                 backend=self.backend, uptime=time.monotonic() - self.started,
                 histograms={stage: HistogramSnapshot(tuple(h.cumulative()), h.sum, h.count)
                             for stage, h in self.histograms.items()},
-                counts=self._counts(), reconnects=self.counts.get("reconnects", 0))
+                counts=self._counts())

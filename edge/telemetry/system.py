@@ -137,7 +137,7 @@ class SystemMonitor:
             process = self.process.read(now)
         except (OSError, ValueError, IndexError) as exc:
             self._unavailable(reasons, "process", f"reading /proc: {exc}")
-        inferred = self.stats.snapshot().inferred
+        inferred = self.stats.inferred      # an int read: no need for a whole snapshot (percentiles)
         jpi = avg = math.nan
         if "power" not in reasons:
             self._history.append((now, self.energy.joules, inferred))
