@@ -37,6 +37,7 @@ from edge.host.tf import tensorflow
 from edge.runtime.manifest import FORMAT, InputSpec
 from edge.runtime.model import read_model
 from edge.vision.decode import anchors as anchor_gen
+from edge.vision.decode.base import dequantize
 from edge.vision.preprocess import Preprocessor
 
 log = logging.getLogger(__name__)
@@ -310,13 +311,6 @@ def _run(path: Path, images: list[np.ndarray], spec: InputSpec) -> list[list[np.
     return results
 
 
-def _dequantize(array: np.ndarray, tensor) -> np.ndarray:
-    if tensor.quantization is None or tensor.type not in ("INT8", "UINT8"):
-        return array.astype(np.float32)
-    scale, zero_point = tensor.quantization.scalar()
-    return (scale * (array.astype(np.float64) - zero_point)).astype(np.float32)
-
-
 def _tf_class_nms(boxes_xyxy: np.ndarray, scores: np.ndarray, classes: np.ndarray, ref: dict) -> list[dict]:
     """Per-class tf.image.non_max_suppression, merged by score: the reference for class-aware NMS."""
     tf = tensorflow()
@@ -336,7 +330,7 @@ def _tf_class_nms(boxes_xyxy: np.ndarray, scores: np.ndarray, classes: np.ndarra
 def _reference(spec: Spec, path: Path, outputs: list[np.ndarray]) -> list[dict]:
     tf = tensorflow()
     info = read_model(path)
-    real = [_dequantize(a, t) for a, t in zip(outputs, info.outputs)]
+    real = [dequantize(a, t) for a, t in zip(outputs, info.outputs)]
     ref = spec.reference
     if spec.layout in ("yolov8", "yolov5"):
         rows = real[0][0].T if spec.key == "yolov8" else real[0][0]     # only yolov8 is channels-first
