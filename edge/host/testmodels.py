@@ -32,6 +32,7 @@ from typing import Callable
 import numpy as np
 
 from edge.capture.base import Frame
+from edge.host import manifests
 from edge.host.calibration import representative_dataset
 from edge.host.tf import tensorflow
 from edge.runtime.manifest import FORMAT, InputSpec
@@ -393,12 +394,11 @@ def build(spec: Spec, out_dir: Path, calibration: Path) -> dict:
             path.write_bytes(_convert(saved, spec, kind == "int8", calibration))
             if spec.key == "yolov8":
                 _add_ultralytics_metadata(path, spec.labels)
-    (out_dir / "labels.txt").write_text("\n".join(spec.labels) + "\n", encoding="utf-8")
     manifest = {"format": FORMAT, "name": f"test-{spec.key}",
                 "task": "classification" if spec.layout == "classification" else "detection",
-                "models": {"cpu": paths["int8"].name, "float": paths["float"].name}, "labels": "labels.txt",
-                "input": {"width": SIZE, "height": SIZE, "colour": "RGB", "mean": [0, 0, 0], "std": [255, 255, 255],
-                          "resize": "letterbox" if spec.layout.startswith("yolo") else "stretch", "pad_value": 114},
+                "models": {"cpu": paths["int8"].name, "float": paths["float"].name},
+                "labels": manifests.write_labels(out_dir, spec.labels),
+                "input": manifests.input_dict(input_spec(spec.layout), SIZE, SIZE),
                 "output": dict(spec.output),
                 "provenance": {"exporter": "edge-host build-test-models", "tensorflow": tensorflow().__version__,
                                "weights": "seeded random, untrained: tests the layout, not accuracy"}}
