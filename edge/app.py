@@ -116,6 +116,18 @@ def model_input_size(models: loader.ModelSet) -> tuple[int, int]:
     return int(shape[2]), int(shape[1])
 
 
+def check(config: Config) -> tuple[loader.ModelSet, FinishParams]:
+    """The cheap checks that come before a model load (device string, layout, MQTT address,
+    model files and manifest, labels); raises EdgeError naming the bad value."""
+    edgetpu.parse_device(config.model.device)
+    check_layout(config.model.layout)
+    if config.mqtt.host:
+        from edge.telemetry.mqtt import split_host
+        split_host(config.mqtt.host, config.mqtt.port)   # a bad HOST:PORT fails before the model loads
+    models = loader.resolve(config.model)
+    return models, finish_params(config, models.manifest)
+
+
 def assemble(config: Config, extra_sinks: list[Sink] | None = None,
              stats: PipelineStats | None = None,
              wrap_source: Callable[[Source], Source] | None = None) -> Assembly:
@@ -123,13 +135,7 @@ def assemble(config: Config, extra_sinks: list[Sink] | None = None,
 
     Cheap checks (device string, manifest, labels, the source itself) come before the model loads.
     """
-    edgetpu.parse_device(config.model.device)
-    check_layout(config.model.layout)
-    if config.mqtt.host:
-        from edge.telemetry.mqtt import split_host
-        split_host(config.mqtt.host, config.mqtt.port)   # a bad HOST:PORT fails before the model loads
-    models = loader.resolve(config.model)
-    params = finish_params(config, models.manifest)
+    models, params = check(config)
     source = make_source(config.source)
     if hasattr(source, "set_model_size"):   # e.g. picamera2: the ISP scales to the model's input size
         source.set_model_size(*model_input_size(models))

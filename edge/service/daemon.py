@@ -40,13 +40,10 @@ OPEN_HANG = 60.0
 
 def precheck(config: Config) -> None:
     """The cheap part of :func:`edge.app.assemble`: raises EdgeError for a config that cannot run."""
-    from edge.app import finish_params
+    from edge.app import check
     from edge.capture import make_source
-    from edge.runtime import edgetpu, loader
 
-    edgetpu.parse_device(config.model.device)
-    models = loader.resolve(config.model)
-    finish_params(config, models.manifest)
+    check(config)
     make_source(config.source)
 
 
