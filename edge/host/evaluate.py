@@ -24,6 +24,7 @@ import io
 import json
 import logging
 import math
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -33,6 +34,7 @@ import numpy as np
 from edge.capture.base import Frame
 from edge.errors import ConfigError, EdgeError, ModelError
 from edge.host import calibration
+from edge.host.tf import tensorflow
 from edge.runtime.manifest import Manifest, find_manifest, load_manifest
 from edge.runtime.model import ModelInfo, read_model
 from edge.vision.decode import DecodeParams, FinishParams, finish, make_decoder
@@ -245,8 +247,7 @@ def mean_average_precision(gts: list, dets: list, thresholds=IOU_THRESHOLDS) -> 
 def layer_errors(source: Path, float_runner: Runner, options: EvaluateOptions, top: int = 10) -> list[dict]:
     """The ``top`` layers with the largest RMSE / scale in int8 (QuantizationDebugger)."""
     from edge.host import quantize as q
-    tf = q.tensorflow()
-    import tempfile
+    tf = tensorflow()
     src_model = q.detect_source(source)
     if src_model.kind == "tflite":
         raise ConfigError("per-layer error needs the TensorFlow source model, not a .tflite",
@@ -332,7 +333,7 @@ def evaluate(float_model: Path, models: list[Path], out_dir: Path, options: Eval
     for r, store in zip(runners, outputs):
         entry = {"model": r.path.name, "role": "float" if r is reference else "quantized",
                  "size_bytes": r.path.stat().st_size, "latency_ms": latency_ms(r.path, options.latency_runs),
-                 "precision": _precision(r.info)}
+                 "precision": r.info.precision}
         if task == "classification":
             entry.update(_classification(store, outputs[0], truth))
         else:
@@ -349,11 +350,6 @@ def evaluate(float_model: Path, models: list[Path], out_dir: Path, options: Eval
     (out_dir / "report.md").write_text(markdown(report), encoding="utf-8")
     plot(report, out_dir / "accuracy_vs_size.png")
     return report
-
-
-def _precision(info: ModelInfo) -> str:
-    types = {t.type for t in info.inputs} | {t.type for t in info.outputs}
-    return getattr(info, "precision", None) or "/".join(sorted(types))
 
 
 def _class_ids(truth: list, folder: Path | None, labels: dict[int, str]) -> list:
