@@ -132,7 +132,7 @@ def load_annotations(path: Path, labels: dict[int, str]) -> dict[str, tuple[np.n
     """File name → (boxes [N,4] xyxy pixels, class ids [N]) from COCO JSON or YOLO .txt files.
 
     COCO category names map to the model's labels by name; YOLO class indices are the model's.
-    YOLO boxes are normalised; they are scaled when the frame is known (see :func:`_yolo_boxes`).
+    YOLO boxes are normalised; :func:`evaluate` scales them when the frame is known.
     """
     if path.is_dir():
         return {f.stem: _read_yolo(f) for f in sorted(path.glob("*.txt"))}
@@ -171,7 +171,7 @@ def _read_yolo(path: Path) -> tuple[np.ndarray, np.ndarray]:
         rows.append([float(v) for v in parts])
     a = np.array(rows, np.float32).reshape(-1, 5)
     cx, cy, w, h = a[:, 1], a[:, 2], a[:, 3], a[:, 4]
-    # Normalised; the caller scales them to the frame (see _detection).
+    # Normalised; evaluate() scales them to the frame.
     return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1), a[:, 0].astype(np.int64)
 
 
@@ -309,21 +309,26 @@ def evaluate(float_model: Path, models: list[Path], out_dir: Path, options: Eval
     outputs: list[list] = [[] for _ in runners]
     truth: list = []
     names: list = []
-    sizes: list = []
+    gts: list | None = None if gt_boxes is None else []     # per frame: (boxes in frame pixels, classes)
+    yolo = gt_boxes is not None and options.annotations.is_dir()     # YOLO boxes are normalised
     from tqdm import tqdm
     for frame, name, cls in tqdm(_frames(options), total=options.samples, desc="evaluating", unit="frame",
                                  leave=False):
-        for r, store in zip(runners, outputs):
-            store.append(r(frame))
-        names.append(name)
-        sizes.append(frame.size)
-        truth.append(cls)
         if gt_boxes is not None:
             if name is None:
                 raise ConfigError("--annotations need --frames to be an image folder (they are matched by file name)")
             key = name if name in gt_boxes else Path(name).stem
             if key not in gt_boxes:
                 raise ConfigError(f"no annotation for frame {name!r} in {str(options.annotations)!r}")
+            boxes, classes = gt_boxes[key]
+            if yolo:
+                w, h = frame.size
+                boxes = boxes * np.array([w, h, w, h], np.float32)
+            gts.append((boxes, classes))
+        for r, store in zip(runners, outputs):
+            store.append(r(frame))
+        names.append(name)
+        truth.append(cls)
     if not names:
         raise ConfigError("no frames to evaluate on")
     truth = _class_ids(truth, options.frames, labels)
@@ -337,7 +342,7 @@ def evaluate(float_model: Path, models: list[Path], out_dir: Path, options: Eval
         if task == "classification":
             entry.update(_classification(store, outputs[0], truth))
         else:
-            entry.update(_detection(store, outputs[0], options, gt_boxes, names, sizes))
+            entry.update(_detection(store, outputs[0], options, gts))
         report["models"].append(entry)
     if options.debug_source:
         try:
@@ -374,7 +379,7 @@ def _classification(store: list, ref: list, truth: list) -> dict:
     return out
 
 
-def _detection(store: list, ref: list, options: EvaluateOptions, gt_boxes, names, sizes) -> dict:
+def _detection(store: list, ref: list, options: EvaluateOptions, gts: list | None) -> dict:
     thr = options.score_threshold
     kept = n_ref = n_det = 0
     ious, dscore = [], []
@@ -391,13 +396,7 @@ def _detection(store: list, ref: list, options: EvaluateOptions, gt_boxes, names
            "matched_of_own": kept / n_det if n_det else float("nan"),
            "mean_iou": float(np.mean(ious)) if ious else float("nan"),
            "mean_score_diff": float(np.mean(dscore)) if dscore else float("nan")}
-    if gt_boxes is not None:
-        gts = []
-        for name, (w, h) in zip(names, sizes):
-            boxes, classes = gt_boxes[name] if name in gt_boxes else gt_boxes[Path(name).stem]
-            if options.annotations.is_dir():        # YOLO: normalised
-                boxes = boxes * np.array([w, h, w, h], np.float32)
-            gts.append((boxes, classes))
+    if gts is not None:
         m = mean_average_precision(gts, store)
         out["mAP50"] = m[0.5]
         out["mAP50_95"] = float(np.mean(list(m.values())))
