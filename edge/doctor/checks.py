@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from edge.errors import RuntimeChainError
-from edge.runtime.edgetpu import USB_IDS
+from edge.runtime import edgetpu
 from edge.telemetry import vcgencmd
 
 OK, WARN, FAIL, INFO = "ok", "warn", "fail", "info"
@@ -85,15 +85,7 @@ class Env:
 
 def usb_corals(env: Env) -> list[tuple[str, str, str]]:
     """(sysfs dir name, 'vid:pid', speed in Mbit/s) of every USB Coral."""
-    base = env.path("sys/bus/usb/devices")
-    found = []
-    if base.is_dir():
-        for dev in sorted(base.iterdir()):
-            ids = (env.read(f"sys/bus/usb/devices/{dev.name}/idVendor"),
-                   env.read(f"sys/bus/usb/devices/{dev.name}/idProduct"))
-            if ids in USB_IDS:
-                found.append((dev.name, ":".join(ids), env.read(f"sys/bus/usb/devices/{dev.name}/speed")))
-    return found
+    return [(dev.name, ":".join(ids), speed) for dev, ids, speed in edgetpu.usb_corals(env.path("sys"))]
 
 
 def pci_corals(env: Env) -> list[str]:
@@ -202,12 +194,18 @@ def _user(env: Env) -> str:
     return getpass.getuser()
 
 
+def _grants_coral(rule: Path) -> bool:
+    text = rule.read_text(errors="replace")
+    return "18d1" in text and "9302" in text
+
+
 def check_access(env: Env) -> list[Finding]:
     """udev rules for the Coral and the groups that open the camera, the Coral and vcgencmd."""
     findings = []
     rules = [f for d in RULE_DIRS if env.path(d).is_dir() for f in sorted(env.path(d).glob("*.rules"))]
-    coral_rules = [f for f in rules if "18d1" in f.read_text(errors="replace") and "9302" in f.read_text(errors="replace")]
-    if usb_corals(env) and not coral_rules:
+    coral_rules = [f for f in rules if _grants_coral(f)]
+    usb = usb_corals(env)
+    if usb and not coral_rules:
         findings.append(Finding("udev", FAIL, "USB Coral connected but no udev rule gives access to 18d1:9302",
                                 "sudo cp systemd/60-edge-detect.rules /etc/udev/rules.d/ && "
                                 "sudo udevadm control --reload && replug the Coral"))
@@ -218,7 +216,7 @@ def check_access(env: Env) -> list[Finding]:
         return findings + [Finding("groups", OK, "running as root (the service runs as edge-detect)")]
     groups = _groups_of(env, user)
     needed = {"video": "cameras and vcgencmd"}
-    if usb_corals(env):
+    if usb:
         needed["plugdev"] = "the USB Coral"
     if pci_corals(env) or list(env.path("dev").glob("apex_*")):
         needed["apex"] = "/dev/apex_N"

@@ -81,22 +81,30 @@ def parse_device(text: str) -> DeviceSpec:
 
 def _read(path: Path) -> str:
     try:
-        return path.read_text().strip()
+        return path.read_text(errors="replace").strip()
     except OSError:
         return ""
+
+
+def usb_corals(sys_root: Path = Path("/sys")) -> list[tuple[Path, tuple[str, str], str]]:
+    """(sysfs directory, (vendor id, product id), link speed in Mbit/s or '') of every USB Coral."""
+    usb_dir = sys_root / "bus" / "usb" / "devices"
+    if not usb_dir.is_dir():
+        return []
+    found = []
+    for device in sorted(usb_dir.iterdir()):
+        ids = (_read(device / "idVendor"), _read(device / "idProduct"))
+        if ids in USB_IDS:
+            found.append((device, ids, _read(device / "speed")))
+    return found
 
 
 def enumerate_devices(sys_root: Path = Path("/sys"), dev_root: Path = Path("/dev")) -> list[TpuDevice]:
     """Edge TPUs visible to this machine (roots are injectable for recorded sysfs trees)."""
     found = []
-    usb_dir = sys_root / "bus" / "usb" / "devices"
-    if usb_dir.is_dir():
-        for device in sorted(usb_dir.iterdir()):
-            ids = (_read(device / "idVendor"), _read(device / "idProduct"))
-            if ids in USB_IDS:
-                speed = _read(device / "speed")
-                detail = USB_IDS[ids] + (f", {speed} Mbit/s" if speed else "")
-                found.append(TpuDevice("usb", str(device), detail))
+    for device, ids, speed in usb_corals(sys_root):
+        detail = USB_IDS[ids] + (f", {speed} Mbit/s" if speed else "")
+        found.append(TpuDevice("usb", str(device), detail))
     for apex in sorted(dev_root.glob("apex_*")):
         found.append(TpuDevice("pci", str(apex)))
     return found
