@@ -11,7 +11,6 @@ other processes affects both sides of a ratio alike; rounds are repeated and the
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import statistics
 from dataclasses import dataclass
@@ -43,10 +42,15 @@ def bench_config(config: Config, jsonl: Path, max_frames: int) -> Config:
                           "output": {"jsonl": str(jsonl), "live": "off", "max_frames": max_frames}})
 
 
-def reference_frame(config: Config) -> Frame:
-    """The first frame of the source, for raw invokes on a real picture."""
+def _opened(config: Config):
     source = make_source(config.source)
     source.open()
+    return source
+
+
+def reference_frame(config: Config) -> Frame:
+    """The first frame of the source, for raw invokes on a real picture."""
+    source = _opened(config)
     try:
         frame = source.read()
     finally:
@@ -116,12 +120,6 @@ def _pipeline_pass(pipeline: Pipeline, stats: RecordingStats, simulated: bool) -
                       summarize_stages(stats.samples), stats.samples)
 
 
-def _opened(config: Config):
-    source = make_source(config.source)
-    source.open()
-    return source
-
-
 def _raw_reference(backend: Backend, preprocessor: Preprocessor, frame: Frame, warmup: int, runs: int) -> list[float]:
     fill_input(backend, preprocessor, frame)
     for _ in range(warmup):
@@ -133,6 +131,7 @@ def run_round(config: Config, frame: Frame, *, warmup: int, runs: int, serial: b
               simulate_ms: float = 0.0, power: PowerReader | None = None) -> Round:
     """One round: raw reference, pipeline, serial, then the same with the simulated accelerator.
 
+    ``config`` is a :func:`bench_config` (no live line, files read as fast as possible).
     With a power reader, each pipeline and serial pass carries its energy (J/frame, average W).
     """
     stats = RecordingStats()
@@ -157,8 +156,7 @@ def run_round(config: Config, frame: Frame, *, warmup: int, runs: int, serial: b
             result.sim_raw = summarize(invoke_samples(sim, max(10, min(runs, 100))))
             sim_stats = RecordingStats()
             source = _opened(config)
-            sinks = make_sinks(dataclasses.replace(config, output=dataclasses.replace(config.output, live="off")),
-                               sim_stats, source.name)
+            sinks = make_sinks(config, sim_stats, source.name)
             pipeline = Pipeline(source, sim, pre, post, sinks, sim_stats, max_frames=config.output.max_frames)
             result.sim_pipeline = _metered(power, lambda: _pipeline_pass(pipeline, sim_stats, True))
             if serial:

@@ -27,6 +27,7 @@ from edge.errors import ConfigError
 from edge.runtime import loader
 from edge.runtime.backend import default_threads
 from edge.runtime.interpreter import load_runtime
+from edge.runtime.simulated import CORAL_USB_SSD_MOBILENET_V2_MS
 from edge.vision.preprocess import Preprocessor
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ class Options:
     min_seconds: float = 0.0
     rounds: int = 3
     frames: int = 0                         # per pipeline/serial pass; 0: the whole source
-    simulate_ms: float = 7.2
+    simulate_ms: float = CORAL_USB_SSD_MOBILENET_V2_MS
     coldstart_frames: int = 100
     power: str = ""                         # empty: [power] source of the configuration
     watts: float | None = None              # None: [power] static_watts
@@ -87,7 +88,7 @@ def _host() -> dict:
             "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
 
-def run_raw(opts: Options, models: loader.ModelSet, report: dict, power) -> list[rawmode.RawResult]:
+def run_raw(opts: Options, models: loader.ModelSet, report: dict, power, frame) -> list[rawmode.RawResult]:
     runtime = load_runtime(opts.config.model.runtime)
     explicit = bool(opts.backends)
     kinds = list(opts.backends or DEFAULT_BACKENDS)
@@ -96,7 +97,6 @@ def run_raw(opts: Options, models: loader.ModelSet, report: dict, power) -> list
     device = opts.config.model.device if opts.config.model.device.startswith("edgetpu") else "edgetpu"
     variants = rawmode.variants(kinds, opts.threads or rawmode.parse_threads(""), models, explicit=explicit,
                                 device=device, simulated_ms=opts.simulate_ms)
-    frame = reference_frame(opts.config)
 
     def prepare(backend):
         pre = Preprocessor(models.manifest.input, backend.model.inputs[0], backend.input_shape)
@@ -130,10 +130,9 @@ def pipeline_threads(opts: Options) -> list[int]:
     return opts.pipeline_threads or [opts.config.model.threads or default_threads()]
 
 
-def run_rounds(opts: Options, report: dict, power, tmp: Path) -> list[Round]:
+def run_rounds(opts: Options, report: dict, power, tmp: Path, frame) -> list[Round]:
     """``rounds`` rounds; in each, one :func:`run_round` per pipeline thread count (simulation in the first)."""
     base = bench_config(opts.config, tmp / "bench.jsonl", opts.frames)
-    frame = reference_frame(base)
     rounds, ratios = [], []
     for i in range(opts.rounds):
         round_ratios: dict[str, float] = {}
@@ -207,12 +206,15 @@ def run(opts: Options) -> tuple[dict, dict]:
                   "note": None if power else "no power reader configured (--power pmic|hwmon|static --watts W)"},
     }
     samples: dict = {"raw": {}, "pipeline": {}, "serial": {}}
+    passes = {"pipeline", "serial", "simulated"} & set(opts.modes)
+    # one real frame of the source for the raw invokes, read once (opening a camera is slow)
+    frame = reference_frame(opts.config) if passes or "raw" in opts.modes else None
     if "raw" in opts.modes:
-        for result in run_raw(opts, models, report, power):
+        for result in run_raw(opts, models, report, power, frame):
             samples["raw"][result.variant.label] = result.samples
-    if {"pipeline", "serial", "simulated"} & set(opts.modes):
+    if passes:
         with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp:
-            rounds = run_rounds(opts, report, power, Path(tmp))
+            rounds = run_rounds(opts, report, power, Path(tmp), frame)
         for rnd in rounds[-len(pipeline_threads(opts)):]:    # the last round, every thread count
             for name in ("pipeline", "sim_pipeline", "serial", "sim_serial"):
                 passed = getattr(rnd, name)

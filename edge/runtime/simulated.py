@@ -28,8 +28,6 @@ CORAL_USB_SSD_MOBILENET_V2_MS = 7.2
 class SimulatedBackend:
     """Sleeps ``seconds`` per invoke; input and outputs have the shapes of the real model."""
 
-    simulated = True
-
     def __init__(self, model: ModelInfo, input_shape: tuple[int, ...], input_dtype: np.dtype,
                  outputs: tuple[np.ndarray, ...], seconds: float):
         if not seconds > 0:
