@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 from edge.errors import ConfigError
+from edge.host.model_tools_cli import positive_int
 
 log = logging.getLogger("edge.host")
 
@@ -21,13 +22,6 @@ def _max_cpu_ops(value: str) -> int:
     n = int(value)
     if n < 0:
         raise argparse.ArgumentTypeError(f"{value!r} must be ≥ 0")
-    return n
-
-
-def _positive(value: str) -> int:
-    n = int(value)
-    if n <= 0:
-        raise argparse.ArgumentTypeError(f"{value!r} must be a positive integer")
     return n
 
 
@@ -117,15 +111,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compiler", help="path of edgetpu_compiler (default: found on PATH)")
     p.add_argument("--max-cpu-ops", type=_max_cpu_ops, default=None,
                    help="exit 1 when more ops run on the CPU (default: no limit)")
-    p.add_argument("--min-runtime-version", "-m", type=_positive, default=None,
+    p.add_argument("--min-runtime-version", "-m", type=positive_int, default=None,
                    help="oldest Edge TPU runtime the model must run on (compiler -m)")
     p.add_argument("--multiple-subgraphs", "-a", action="store_true",
                    help="let the compiler map supported ops after a CPU op (compiler -a, experimental)")
     p.add_argument("--search-delegate", "-d", action="store_true",
                    help="search for an earlier stopping point on compiler failures (compiler -d)")
-    p.add_argument("--num-segments", type=_positive, default=None,
+    p.add_argument("--num-segments", type=positive_int, default=None,
                    help="split into N segments for pipelining over N Edge TPUs")
-    p.add_argument("--timeout", type=_positive, default=180, help="compiler timeout in seconds (default 180)")
+    p.add_argument("--timeout", type=positive_int, default=180, help="compiler timeout in seconds (default 180)")
     p.add_argument("--json", action="store_true", help="print the parsed log as JSON")
     p.set_defaults(func=cmd_compile)
 
@@ -142,7 +136,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model-dir", help="or: bundle this model directory on the fly")
     p.add_argument("--path", default="/opt/edge-detect/models/current",
                    help="directory on the Pi (default /opt/edge-detect/models/current)")
-    p.add_argument("--port", type=_positive, default=None, help="ssh port")
+    p.add_argument("--port", type=positive_int, default=None, help="ssh port")
     p.add_argument("--identity", "-i", help="ssh private key")
     p.add_argument("--ssh-option", "-O", action="append", default=[], help="extra ssh -o option (repeatable)")
     unit = p.add_mutually_exclusive_group()

@@ -31,7 +31,8 @@ def _triple(text: str) -> tuple[float, float, float]:
     return tuple(values * 3 if len(values) == 1 else values)
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: a positive integer (shared with :mod:`edge.host.cli_edgetpu`)."""
     try:
         value = int(text)
     except ValueError:
@@ -128,14 +129,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--io", choices=IO_TYPES, help="int8 mode I/O type (default uint8; int8 for a .tflite source)")
     p.add_argument("--per-tensor", action="store_true", help="per-tensor weights (default per-channel)")
     p.add_argument("--calibration", help="video, image folder (flat or one subfolder per class) or .npy")
-    p.add_argument("--samples", type=_positive, default=100, help="calibration samples (default 100)")
-    p.add_argument("--stride", type=_positive, default=1, help="take every N-th frame (default 1)")
+    p.add_argument("--samples", type=positive_int, default=100, help="calibration samples (default 100)")
+    p.add_argument("--stride", type=positive_int, default=1, help="take every N-th frame (default 1)")
     p.add_argument("--labels", help="labels file, one per class")
     p.add_argument("--layout", choices=LAYOUTS, default="auto", help="output layout for the manifest")
     p.add_argument("--input-size", type=_size, help="WxH, where the model leaves it open")
     p.add_argument("--input-tensors", type=lambda s: s.split(","), help="frozen graph: input tensor names")
     p.add_argument("--output-tensors", type=lambda s: s.split(","), help="frozen graph: output tensor names")
-    p.add_argument("--latency-runs", type=_positive, default=20)
+    p.add_argument("--latency-runs", type=positive_int, default=20)
     _add_input_flags(p)
     p.set_defaults(func=cmd_quantize)
 
@@ -147,9 +148,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--base", choices=("small-cnn", "mobilenetv2"), default="small-cnn",
                    help="architecture trained from scratch when no --model is given")
     p.add_argument("--input-size", type=_size, help="WxH (default: the model's, else 32x32)")
-    p.add_argument("--epochs", type=_positive, default=3, help="QAT fine-tuning epochs (default 3)")
+    p.add_argument("--epochs", type=positive_int, default=3, help="QAT fine-tuning epochs (default 3)")
     p.add_argument("--float-epochs", type=int, default=10, help="float training epochs before QAT (default 10)")
-    p.add_argument("--batch-size", type=_positive, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--validation-split", type=float, default=0.25, help="held-out share (default 0.25)")
     p.add_argument("--io", choices=("uint8", "int8"), default="uint8")
@@ -165,12 +166,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", help="video, image folder (flat or one subfolder per class) or .npy "
                                     "(default: the embedded sample clip)")
     p.add_argument("--annotations", help="COCO JSON or a folder of YOLO .txt files for the frames")
-    p.add_argument("--samples", type=_positive, default=50, help="frames (default 50)")
-    p.add_argument("--stride", type=_positive, default=1)
+    p.add_argument("--samples", type=positive_int, default=50, help="frames (default 50)")
+    p.add_argument("--stride", type=positive_int, default=1)
     p.add_argument("--score-threshold", type=float, default=0.5)
     p.add_argument("--iou", type=float, default=0.5, help="IoU for a detection match (default 0.5)")
-    p.add_argument("--latency-runs", type=_positive, default=20)
+    p.add_argument("--latency-runs", type=positive_int, default=20)
     p.add_argument("--source", help="the model the int8 file was converted from, for per-layer error "
                                     "(QuantizationDebugger); same kinds as quantize")
-    p.add_argument("--debug-samples", type=_positive, default=8, help="frames for the per-layer error")
+    p.add_argument("--debug-samples", type=positive_int, default=8, help="frames for the per-layer error")
     p.set_defaults(func=cmd_evaluate)
