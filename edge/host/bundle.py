@@ -118,7 +118,7 @@ def build_bundle(model_dir: Path, out: Path, config: Path | None = None,
     with tarfile.open(tmp, "w:gz", compresslevel=6) as tar:
         for n, path in sorted(files.items()):
             tar.add(path, arcname=f"{name}/{n}", recursive=False,
-                    filter=lambda ti: _normalise(ti))
+                    filter=_normalise)
         _tar_add_bytes(tar, f"{name}/{INFO}", info_bytes, now)
         _tar_add_bytes(tar, f"{name}/{SUMS}", sums_text.encode(), now)
     tmp.replace(out)
