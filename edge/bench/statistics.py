@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from edge.errors import ConfigError
+from edge.telemetry.process import status_kb
 
 PERCENTILES = (5, 50, 95, 99)
 
@@ -63,10 +64,4 @@ def peak_rss_mb() -> float:
 
 def proc_status_mb(pid: int | str = "self") -> dict[str, float]:
     """VmRSS and VmHWM (peak RSS) of a process from /proc/<pid>/status, in MiB (Linux)."""
-    out = {}
-    with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(rest.split()[0]) / 1024
-    return out
+    return {key: kb / 1024 for key, kb in status_kb(f"/proc/{pid}/status", ("VmRSS", "VmHWM")).items()}

@@ -13,6 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def status_kb(path: str | Path, keys: tuple[str, ...]) -> dict[str, int]:
+    """The ``keys`` fields (in kB, e.g. ``VmRSS``, ``VmHWM``) a ``/proc/<pid>/status`` file has."""
+    out = {}
+    with open(path, encoding="ascii", errors="replace") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in keys:
+                out[key] = int(rest.split()[0])
+    return out
+
+
 @dataclass(frozen=True)
 class ProcessSample:
     cpu_seconds: float     # user + system CPU time since the process started
@@ -34,11 +45,7 @@ class ProcessReader:
         fields = stat[stat.rindex(")") + 2:].split()
         utime, stime, threads = int(fields[11]), int(fields[12]), int(fields[17])
         cpu = (utime + stime) / self.ticks
-        rss = 0
-        for line in (self.dir / "status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1]) * 1024
-                break
+        rss = status_kb(self.dir / "status", ("VmRSS",)).get("VmRSS", 0) * 1024
         percent = float("nan")
         if self._last is not None and now > self._last[0]:
             percent = 100.0 * (cpu - self._last[1]) / (now - self._last[0])
