@@ -97,7 +97,9 @@ class SsdAnchorsDecoder:
         if self.score == "softmax":
             logits = dequantize(raw, self.scores_tensor)
             e = np.exp(logits - logits.max(axis=1, keepdims=True))
-            probs = (e / e.sum(axis=1, keepdims=True))[:, 1:] if self.background else e / e.sum(axis=1, keepdims=True)
+            probs = e / e.sum(axis=1, keepdims=True)
+            if self.background:
+                probs = probs[:, 1:]
             class_ids = probs.argmax(axis=1)
             return class_ids, probs[np.arange(len(probs)), class_ids]
         classes = raw[:, 1:] if self.background else raw
