@@ -150,7 +150,7 @@ def wrap_for_failover(loaded, config, stats: PipelineStats | None = None) -> Bac
 
     if backend.name.startswith("edgetpu"):
         return FailoverBackend(backend, open_with(device), open_with("cpu"), retry=retry, stats=stats)
-    if config.model.device == "auto" and "Edge TPU unusable" in loaded.reason:
+    if config.model.device == "auto" and loader.TPU_UNUSABLE in loaded.reason:
         log.info("Edge TPU unusable at start; running on the CPU twin and retrying it every %.0f s", retry)
         return FailoverBackend(None, open_with(device), open_with("cpu"), retry=retry, stats=stats,
                                fallback=backend)

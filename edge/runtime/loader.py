@@ -39,6 +39,10 @@ class ModelSet:
         return self.manifest.model_for(role)
 
 
+# In Loaded.reason when --device auto fell back to the CPU twin because the delegate failed.
+TPU_UNUSABLE = "Edge TPU unusable"
+
+
 @dataclass
 class Loaded:
     model: ModelInfo
@@ -147,5 +151,5 @@ def load(cfg: ModelConfig, models: ModelSet | None = None) -> Loaded:
     except DelegateError as exc:
         if models.path_for("cpu") is None:
             raise
-        log.warning("Edge TPU unusable (%s); falling back to the CPU twin", exc)
-        return _open_cpu(models, cfg, runtime, f"Edge TPU unusable: {exc.message}")
+        log.warning("%s (%s); falling back to the CPU twin", TPU_UNUSABLE, exc)
+        return _open_cpu(models, cfg, runtime, f"{TPU_UNUSABLE}: {exc.message}")
