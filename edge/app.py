@@ -82,24 +82,21 @@ def make_exporters(config: Config, stats: PipelineStats, source_name: str) -> Te
     try:
         if config.prometheus.port:
             from edge.telemetry.prometheus import PrometheusExporter
-            telemetry.prometheus = PrometheusExporter(stats, system, config.prometheus.port,
-                                                      config.prometheus.address)
-            telemetry.add(telemetry.prometheus, per_frame=False)
+            telemetry.add(PrometheusExporter(stats, system, config.prometheus.port, config.prometheus.address),
+                          per_frame=False)
         if config.mqtt.host:
             from edge.telemetry.mqtt import MqttExporter, split_host
             m = config.mqtt
             host, port = split_host(m.host, m.port)
-            telemetry.mqtt = MqttExporter(stats, telemetry.payload, source_name, host=host, port=port,
-                                          prefix=m.prefix, qos=m.qos, client_id=m.client_id, username=m.username,
-                                          password=m.password, stats_interval=m.stats_interval,
-                                          reconnect_max=m.reconnect_max)
-            telemetry.add(telemetry.mqtt, per_frame=True)
+            telemetry.add(MqttExporter(stats, telemetry.payload, source_name, host=host, port=port, prefix=m.prefix,
+                                       qos=m.qos, client_id=m.client_id, username=m.username, password=m.password,
+                                       stats_interval=m.stats_interval, reconnect_max=m.reconnect_max),
+                          per_frame=True)
         if config.web.port:
             from edge.web.server import WebServer
             w = config.web
-            telemetry.web = WebServer(stats, telemetry.payload, port=w.port, address=w.address, fps=w.fps,
-                                      quality=w.quality)
-            telemetry.add(telemetry.web, per_frame=True)
+            telemetry.add(WebServer(stats, telemetry.payload, port=w.port, address=w.address, fps=w.fps,
+                                    quality=w.quality), per_frame=True)
     except BaseException:
         telemetry.close()
         raise
@@ -148,11 +145,7 @@ def assemble(config: Config, extra_sinks: list[Sink] | None = None,
         decoder = make_decoder(model, loaded.manifest, layout=config.model.layout, detect=config.detect,
                                num_classes=max(params.labels) + 1 if params.labels else 0)
         preprocessor = Preprocessor(loaded.manifest.input, model.inputs[0], loaded.backend.input_shape)
-    except BaseException:
-        source.close()
-        raise
-    stats = stats or PipelineStats()
-    try:
+        stats = stats or PipelineStats()
         telemetry = make_exporters(config, stats, source.name)
     except BaseException:
         source.close()

@@ -26,9 +26,6 @@ class Telemetry:
     def __init__(self, stats: PipelineStats, system: SystemMonitor | None = None):
         self.stats = stats
         self.system = system
-        self.prometheus = None
-        self.mqtt = None
-        self.web = None
         self._sinks: list = []        # objects with publish(result)
         self._closeables: list[Closeable] = []
 
