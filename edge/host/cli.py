@@ -17,7 +17,7 @@ log = logging.getLogger("edge.host")
 def cmd_export_ssd(args: argparse.Namespace) -> int:
     from edge.host import export_ssd as ex
     from edge.resources import sample_clip
-    from edge.vision.labels import load_labels
+    from edge.host import manifests
 
     licence = None
     if args.graph:
@@ -33,8 +33,7 @@ def cmd_export_ssd(args: argparse.Namespace) -> int:
                                             f"{dist.version}.dist-info/LICENSE")))
     labels = ["person"]
     if args.labels:
-        table = load_labels(args.labels)
-        labels = [table[i] for i in sorted(table)]
+        labels = manifests.read_labels(args.labels)
     options = ex.ExportOptions(
         name=args.name, labels=labels,
         calibration=Path(args.calibration) if args.calibration else sample_clip(),

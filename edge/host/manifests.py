@@ -51,6 +51,13 @@ def write_labels(out_dir: Path, labels: list[str] | None, name: str = "labels.tx
     return name
 
 
+def read_labels(path: str | Path) -> list[str]:
+    """A labels file (any format :func:`edge.vision.labels.load_labels` reads) as a list in id order."""
+    from edge.vision.labels import load_labels
+    table = load_labels(path)
+    return [table[i] for i in sorted(table)]
+
+
 def copy_licence(out_dir: Path, licence: Path | None) -> None:
     if licence:
         shutil.copyfile(licence, out_dir / "LICENSE")

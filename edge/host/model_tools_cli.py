@@ -42,14 +42,6 @@ def positive_int(text: str) -> int:
     return value
 
 
-def _labels(path: str | None) -> list[str] | None:
-    if not path:
-        return None
-    from edge.vision.labels import load_labels
-    table = load_labels(path)
-    return [table[i] for i in sorted(table)]
-
-
 def _spec(args: argparse.Namespace) -> InputSpec | None:
     """The input spec the flags give; None when no flag is given (the source's own, else the default)."""
     if args.mean is None and args.std is None and args.colour is None and args.resize is None:
@@ -70,14 +62,15 @@ def _add_input_flags(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from edge.host import quantize as q
+    from edge.host import manifests, quantize as q
     source = q.detect_source(Path(args.model), tuple(args.input_tensors or ()), tuple(args.output_tensors or ()),
                              args.input_size)
     options = q.QuantizeOptions(
         name=args.name or Path(args.model).stem, modes=q.parse_modes(args.mode),
         calibration=Path(args.calibration) if args.calibration else None, samples=args.samples,
         stride=args.stride, io=args.io, per_tensor=args.per_tensor, spec=_spec(args),
-        labels=_labels(args.labels), layout=args.layout, latency_runs=args.latency_runs)
+        labels=manifests.read_labels(args.labels) if args.labels else None, layout=args.layout,
+        latency_runs=args.latency_runs)
     results = q.quantize(source, Path(args.out), options)
     for r in results:
         print(f"{r.mode}: {r.path} ({r.size / 1024:.0f} KB, {r.latency_ms:.2f} ms)")

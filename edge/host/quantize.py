@@ -31,7 +31,6 @@ from edge.host.calibration import float_inputs, representative_dataset
 from edge.host.tf import tensorflow
 from edge.runtime.manifest import InputSpec, find_manifest, load_manifest
 from edge.runtime.model import DETECTION_POSTPROCESS_OP, read_model
-from edge.vision.labels import load_labels
 
 log = logging.getLogger(__name__)
 
@@ -455,8 +454,7 @@ def _source_facts(source: SourceModel, src: "_TfSource | None", options: Quantiz
                      "labels and layout" if options.spec else "input normalisation, labels and layout", found.name)
             labels = options.labels
             if labels is None and manifest.labels and manifest.labels.is_file():
-                table = load_labels(manifest.labels)
-                labels = [table[i] for i in sorted(table)]
+                labels = manifests.read_labels(manifest.labels)
             output = manifest.output if options.layout == "auto" and manifest.output else None
             spec = options.spec or replace(manifest.input, width=0, height=0)
             return spec, labels, dict(output) if output else None
