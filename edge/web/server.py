@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
@@ -172,7 +173,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.close_connection = True
         seq = -1
-        stop = threading.Event()
         try:
             while not self.view.stopping:
                 seq = self.view.wait_frame(seq, timeout=1.0)
@@ -182,6 +182,6 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}"
                                  "\r\n\r\n".encode("ascii") + jpeg + b"\r\n")
                 self.wfile.flush()
-                stop.wait(self.view.period)     # at most ``fps`` frames per second per viewer
+                time.sleep(self.view.period)     # at most ``fps`` frames per second per viewer
         except (BrokenPipeError, ConnectionResetError):
             log.debug("a viewer of the stream went away")
