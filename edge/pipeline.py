@@ -23,7 +23,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from edge.capture.base import END, CaptureThread, Frame, FrameSlot, Source
-from edge.runtime.backend import Backend
+from edge.runtime.backend import Backend, copy_input
 from edge.telemetry.stats import PipelineStats
 from edge.vision.decode import Detection
 from edge.vision.preprocess import Preprocessor, Transform
@@ -200,9 +200,7 @@ class Pipeline:
     def _infer(self, item: _Prepared, capture: _PreparingCapture) -> _Work:
         taken = time.monotonic_ns()
         view = self.backend.input_view()
-        # A memoryview copy is a plain memcpy that keeps the GIL (np.copyto releases it for large
-        # arrays, and getting it back can mean waiting for another thread's Python work).
-        memoryview(view).cast("B")[:] = memoryview(item.buffer).cast("B")
+        copy_input(view, item.buffer)
         del view  # the interpreter refuses to invoke while a view of its buffers is alive
         capture.release(item.buffer)
         invoke_start = time.monotonic_ns()

@@ -20,6 +20,15 @@ from edge.runtime.model import EDGETPU_CUSTOM_OP, ModelInfo
 log = logging.getLogger(__name__)
 
 
+def copy_input(dst: np.ndarray, src: np.ndarray) -> None:
+    """Copy ``src`` into the input tensor view ``dst`` (same shape and dtype, both C-contiguous).
+
+    A memoryview copy is a plain memcpy that keeps the GIL (np.copyto releases it for large
+    arrays, and getting it back can mean waiting for another thread's Python work).
+    """
+    memoryview(dst).cast("B")[:] = memoryview(src).cast("B")
+
+
 class Backend(Protocol):
     """One loaded model on one device."""
 

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from edge.errors import EdgeError
-from edge.runtime.backend import Backend
+from edge.runtime.backend import Backend, copy_input
 from edge.telemetry.stats import PipelineStats
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class FailoverBackend:
             raise EdgeError(f"the fallback model {backend.model.path.name} takes {view.dtype}{list(view.shape)}, "
                             f"the Edge TPU model {self._staging.dtype}{list(self._staging.shape)}",
                             "make the manifest's cpu and edgetpu twins from the same quantized model")
-        view[...] = self._staging
+        copy_input(view, self._staging)
         del view
         backend.invoke()
 
