@@ -30,7 +30,7 @@ from edge.host import manifests
 from edge.host.calibration import float_inputs, representative_dataset
 from edge.host.tf import tensorflow
 from edge.runtime.manifest import InputSpec, find_manifest, load_manifest
-from edge.runtime.model import DETECTION_POSTPROCESS_OP, read_model
+from edge.runtime.model import DETECTION_POSTPROCESS_OP, ModelInfo, read_model
 
 log = logging.getLogger(__name__)
 
@@ -320,23 +320,21 @@ def latency_ms(path: Path, runs: int, threads: int = 2) -> float:
     return statistics.median(times) if times else float("nan")
 
 
-def _layout(model_path: Path, requested: str) -> str:
+def _layout(info: ModelInfo, requested: str) -> str:
     if requested != "auto":
         return requested
-    info = read_model(model_path)
     if info.find_op(DETECTION_POSTPROCESS_OP) is not None:
         return "ssd_postprocess"
     if len(info.outputs) == 1 and len(info.outputs[0].shape) == 2:
         return "classification"
-    raise ConfigError(f"cannot tell the output layout of {model_path.name} (outputs "
+    raise ConfigError(f"cannot tell the output layout of {info.path.name} (outputs "
                       f"{[list(t.shape) for t in info.outputs]})", f"pass --layout (one of {', '.join(LAYOUTS[1:])})")
 
 
-def _model_size(path: Path) -> tuple[int, int]:
-    info = read_model(path)
+def _model_size(info: ModelInfo) -> tuple[int, int]:
     shape = info.inputs[0].shape
     if len(shape) != 4 or shape[3] != 3:
-        raise ModelError(f"{path.name} takes input {list(shape)}; edge models take [1, height, width, 3] images")
+        raise ModelError(f"{info.path.name} takes input {list(shape)}; edge models take [1, height, width, 3] images")
     return int(shape[2]), int(shape[1])
 
 
@@ -389,7 +387,8 @@ def quantize(source: SourceModel, out_dir: Path, options: QuantizeOptions) -> li
             log.info("converting %s to float32", source.path.name)
             paths["float32"].write_bytes(_tf_convert(src, "float32", options, None))
         spec, labels_list, source_output = _source_facts(source, src, options)
-        width, height = _model_size(paths["float32"])
+        float_info = read_model(paths["float32"])
+        width, height = _model_size(float_info)
         for mode in modes[1:]:
             log.info("converting %s to %s%s", source.path.name, mode,
                      " (per-tensor)" if options.per_tensor and mode in _CALIBRATED else "")
@@ -406,11 +405,11 @@ def quantize(source: SourceModel, out_dir: Path, options: QuantizeOptions) -> li
                                               stride=options.stride, progress=options.progress)
                        if mode in _CALIBRATED else None)
                 paths[mode].write_bytes(_tf_convert(src, mode, options, rep))
-        output = source_output or {"layout": _layout(paths["float32"], options.layout)}
+        output = source_output or {"layout": _layout(float_info, options.layout)}
     if output.get("layout") == "raw":
         output = {}
     if output.get("layout") == "classification" and labels_list is not None:
-        classes = read_model(paths["float32"]).outputs[0].shape[-1]
+        classes = float_info.outputs[0].shape[-1]
         if len(labels_list) != classes:
             raise ConfigError(f"{len(labels_list)} labels given but the model predicts {classes} classes",
                               "pass a labels file with one label per class")
@@ -424,7 +423,7 @@ def quantize(source: SourceModel, out_dir: Path, options: QuantizeOptions) -> li
             paths[mode].with_suffix(".json"), name=options.name, task=task, models=models, labels=labels,
             input=manifests.input_dict(spec, width, height), output=output,
             provenance=_provenance(source, mode, options))
-        info = read_model(paths[mode])
+        info = float_info if mode == "float32" else read_model(paths[mode])
         results.append(ModeResult(mode, paths[mode], paths[mode].stat().st_size,
                                   latency_ms(paths[mode], options.latency_runs), info.inputs[0].type,
                                   tuple(t.type for t in info.outputs)))
