@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
+from edge.runtime.edgetpu import _read as sysfs_text   # stripped contents, "" when unreadable
 from edge.telemetry import vcgencmd
 
 INA_CHIPS = ("ina219", "ina226", "ina260", "ina230", "ina231", "ina209", "ina238")
@@ -110,10 +111,9 @@ def find_hwmon(root: str | Path = "/sys/class/hwmon", chip: str = "") -> Path:
         raise Unavailable(f"{root} does not exist (no hwmon support)")
     names = {}
     for entry in sorted(root.iterdir()):
-        try:
-            names[entry] = (entry / "name").read_text().strip()
-        except OSError:
-            continue
+        name = sysfs_text(entry / "name")
+        if name:
+            names[entry] = name
     wanted = (chip,) if chip else INA_CHIPS
     for entry, name in names.items():
         if name in wanted:
@@ -127,7 +127,7 @@ class HwmonPower:
 
     def __init__(self, root: str | Path = "/sys/class/hwmon", chip: str = ""):
         self.dir = find_hwmon(root, chip)
-        self.chip = (self.dir / "name").read_text().strip() if (self.dir / "name").exists() else self.dir.name
+        self.chip = sysfs_text(self.dir / "name") or self.dir.name
         self.name = f"hwmon:{self.chip}"
         if not (self.dir / "power1_input").exists() and not (
                 (self.dir / "curr1_input").exists() and (self.dir / "in1_input").exists()):

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.runtime.edgetpu import _read as sysfs_text   # stripped contents, "" when unreadable
 from edge.telemetry import vcgencmd
 from edge.telemetry.power import Runner, Unavailable
 
@@ -41,11 +42,7 @@ def thermal_zones(sys_root: str | Path = "/sys") -> list[Temperature]:
         value = _milli(zone / "temp")
         if value is None:
             continue
-        try:
-            kind = (zone / "type").read_text().strip()
-        except OSError:
-            kind = zone.name
-        out.append(Temperature(kind, "thermal_zone", value))
+        out.append(Temperature(sysfs_text(zone / "type") or zone.name, "thermal_zone", value))
     return out
 
 
@@ -61,17 +58,13 @@ def apex(sys_root: str | Path = "/sys") -> list[Temperature]:
 def hwmon(sys_root: str | Path = "/sys") -> list[Temperature]:
     out = []
     for chip in sorted(Path(sys_root, "class/hwmon").glob("hwmon*")):
-        try:
-            name = (chip / "name").read_text().strip()
-        except OSError:
-            name = chip.name
+        name = sysfs_text(chip / "name") or chip.name
         for sensor in sorted(chip.glob("temp*_input")):
             value = _milli(sensor)
             if value is None:
                 continue
             prefix = sensor.name[:-len("_input")]
-            label_file = chip / f"{prefix}_label"
-            label = label_file.read_text().strip() if label_file.exists() else prefix
+            label = sysfs_text(chip / f"{prefix}_label") or prefix    # optional: most sensors have none
             out.append(Temperature(f"{name}/{label}", "hwmon", value))
     return out
 
