@@ -54,7 +54,6 @@ class FailoverBackend:
         self._staging = np.zeros(view.shape, view.dtype)
         del view
         self._next_retry = clock() + retry if primary is None and retry > 0 else float("inf")
-        self.fallbacks = 0
         self.returns = 0
 
     @property
@@ -92,7 +91,6 @@ class FailoverBackend:
         if self.fallback is None:
             self.fallback = self.open_fallback()
         self._switch(self.fallback)
-        self.fallbacks += 1
         if self.stats is not None:
             self.stats.count("tpu_fallbacks")
         self._next_retry = self.clock() + self.retry if self.retry > 0 else float("inf")
