@@ -97,7 +97,6 @@ def check_precision(model: ModelInfo, allow_float: bool) -> None:
                      "model", "quantize it with `edge-host quantize --mode int8`, or pass --allow-float")
 
 
-
 def _open_cpu(models: ModelSet, cfg: ModelConfig, runtime: Runtime, why: str) -> Loaded:
     path = models.path_for("cpu")
     if path is None:
