@@ -43,8 +43,10 @@ def measure_cold_start(model_args: list[str], source: str = "sample", frames: in
         cmd = [sys.executable, "-m", "edge.cli", "run", *model_args, "--source", source, "--as-fast-as-possible",
                "--jsonl", str(events), "--live", "off", "--max-frames", str(frames)]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        stderr = Path(tmp) / "stderr.txt"     # a file, not a pipe nobody reads while polling: it cannot fill up
         started = time.monotonic()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=tmp)
+        with stderr.open("wb") as err_file:
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err_file, env=env, cwd=tmp)
         first = None
         rss = peak = 0.0
         try:
@@ -60,13 +62,13 @@ def measure_cold_start(model_args: list[str], source: str = "sample", frames: in
                 if time.monotonic() - started > timeout:
                     raise ConfigError(f"edge run did not finish {frames} frames within {timeout:.0f} s")
                 time.sleep(poll)
-            _, err = proc.communicate(timeout=timeout)
+            proc.wait(timeout=timeout)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
         if proc.returncode != 0:
-            last = err.decode(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+            last = stderr.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
             raise ConfigError(f"edge run exited with status {proc.returncode} during the cold-start "
                               f"measurement: {last[0]}")
         if first is None:
