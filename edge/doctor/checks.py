@@ -97,6 +97,11 @@ def pci_corals(env: Env) -> list[str]:
                 env.read(f"sys/bus/pci/devices/{d.name}/device")) == CORAL_PCI]
 
 
+def apex_nodes(env: Env) -> list[str]:
+    """Names of the /dev/apex_N nodes the gasket driver made for PCIe Edge TPUs."""
+    return sorted(p.name for p in env.path("dev").glob("apex_*"))
+
+
 def board(env: Env) -> str:
     return env.read("proc/device-tree/model") or env.read("sys/firmware/devicetree/base/model")
 
@@ -149,7 +154,7 @@ def _dpkg_version(env: Env, packages: tuple[str, ...]) -> tuple[str, str] | None
 
 def check_libedgetpu(env: Env) -> list[Finding]:
     libs = [d for d in LIB_DIRS if any(env.path(d).glob("libedgetpu.so.1*"))]
-    tpus = usb_corals(env) or pci_corals(env) or list(env.path("dev").glob("apex_*"))
+    tpus = usb_corals(env) or pci_corals(env) or apex_nodes(env)
     if not libs:
         if tpus:
             return [Finding("libedgetpu", FAIL, "an Edge TPU is connected but libedgetpu.so.1 is not installed",
@@ -218,7 +223,7 @@ def check_access(env: Env) -> list[Finding]:
     needed = {"video": "cameras and vcgencmd"}
     if usb:
         needed["plugdev"] = "the USB Coral"
-    if pci_corals(env) or list(env.path("dev").glob("apex_*")):
+    if pci_corals(env) or apex_nodes(env):
         needed["apex"] = "/dev/apex_N"
     missing = {g: why for g, why in needed.items() if g not in groups}
     if missing:
@@ -232,7 +237,7 @@ def check_access(env: Env) -> list[Finding]:
 
 def check_pcie(env: Env) -> list[Finding]:
     pci = pci_corals(env)
-    apex = sorted(p.name for p in env.path("dev").glob("apex_*"))
+    apex = apex_nodes(env)
     findings = []
     if not pci and not apex:
         return [Finding("pcie", INFO, "no PCIe Edge TPU")]
