@@ -271,8 +271,6 @@ def _aeq_convert(path: Path, mode: str, options: QuantizeOptions, calibration: l
     from ai_edge_quantizer import algorithm_manager, qtyping, quantizer
     from ai_edge_litert.interpreter import Interpreter
 
-    if mode == "float32":
-        return path.read_bytes()
     signatures = Interpreter(model_path=str(path)).get_signature_list()
     if not signatures:
         raise ModelError(f"{path.name} has no signature; ai-edge-quantizer needs one",
@@ -378,10 +376,8 @@ def quantize(source: SourceModel, out_dir: Path, options: QuantizeOptions) -> li
             changes = normalise_float_tflite(source.path, normalised)
             if changes:
                 log.info("%s normalised for ai-edge-quantizer: %s", source.path.name, "; ".join(changes))
-                source_for_aeq = normalised
-            else:
-                source_for_aeq = source.path
-            paths["float32"].write_bytes(_aeq_convert(source_for_aeq, "float32", options, None))
+            source_for_aeq = normalised if changes else source.path
+            shutil.copyfile(source_for_aeq, paths["float32"])     # the float32 model is the (normalised) source
         else:
             src = _TfSource(source, Path(tmp), options.labels, options.layout)
             log.info("converting %s to float32", source.path.name)
