@@ -45,12 +45,12 @@ def format_line(snap: Snapshot, sample: SystemSample | None = None) -> str:
 
 
 class LiveLine:
-    def __init__(self, stats: PipelineStats, stream: TextIO = sys.stderr, *, tty: bool | None = None,
+    def __init__(self, stats: PipelineStats, stream: TextIO | None = None, *, tty: bool | None = None,
                  interval: float | None = None, system: SystemMonitor | None = None):
         self.stats = stats
         self.system = system
-        self.stream = stream
-        self.tty = stream.isatty() if tty is None else tty
+        self.stream = sys.stderr if stream is None else stream   # looked up now: it may have been redirected
+        self.tty = self.stream.isatty() if tty is None else tty
         self.interval = interval if interval is not None else (0.25 if self.tty else 10.0)
         self._next = time.monotonic() + self.interval
         self._drawn = False
