@@ -35,6 +35,7 @@ from edge.capture.base import Frame
 from edge.errors import ConfigError, EdgeError, ModelError
 from edge.host import calibration
 from edge.host.tf import tensorflow
+from edge.resources import sample_clip
 from edge.runtime.manifest import Manifest, find_manifest, load_manifest
 from edge.runtime.model import ModelInfo, read_model
 from edge.vision.decode import DecodeParams, FinishParams, finish, make_decoder
@@ -103,10 +104,13 @@ class Runner:
 # ---------------------------------------------------------------------------------------------
 # frames and ground truth
 
+def _frames_path(options: EvaluateOptions) -> Path:
+    return options.frames or sample_clip()
+
+
 def _frames(options: EvaluateOptions) -> Iterator[tuple[Frame, str | None, int | None]]:
     """(frame, file name or None, class index from a class-per-subfolder folder or None)."""
-    from edge.resources import sample_clip
-    path = options.frames or sample_clip()
+    path = _frames_path(options)
     if not path.exists():
         raise ConfigError(f"frames {str(path)!r} do not exist", "give a video, an image folder or a .npy array")
     if path.suffix == ".npy":
@@ -255,10 +259,7 @@ def layer_errors(source: Path, float_runner: Runner, options: EvaluateOptions, t
     spec = float_runner.manifest.input
     tensor = float_runner.info.inputs[0]
     size = (int(tensor.shape[2]), int(tensor.shape[1]))
-    path = options.frames
-    if path is None:
-        from edge.resources import sample_clip
-        path = sample_clip()
+    path = _frames_path(options)
 
     def dataset():
         for x in calibration.float_inputs(path, spec, size, stride=options.stride, limit=options.debug_samples):
