@@ -55,7 +55,6 @@ class JsonlSink:
                  stats: Callable[[], dict] | None = None, stats_interval: float = 0.0):
         self.path = Path(path)
         self.source = source
-        self.lines = 0
         self.max_bytes = max_bytes
         self.backups = backups
         self.stats = stats
@@ -97,7 +96,6 @@ class JsonlSink:
         self._file.write(data)
         self._file.flush()
         self._size += size
-        self.lines += 1
 
     def _write_stats(self) -> None:
         self.write({"type": "stats", **self.stats()})
