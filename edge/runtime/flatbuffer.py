@@ -37,6 +37,17 @@ class Table:
         at = self._field(index)
         return _unpack("<" + fmt, self.buf, at) if at else default
 
+    def detached(self) -> Table:
+        """A copy of just this table's vtable and inline fields: its scalars stay readable, while
+        holding it no longer keeps the whole buffer (e.g. a model file) alive. Fields that point
+        elsewhere (strings, tables, vectors) are not readable from the copy."""
+        vtable = bytes(self.buf[self._vtable:self._vtable + self._vtable_size])
+        size = max(_unpack("<H", self.buf, self._vtable + 2), 4)   # inline size, its soffset included
+        _check(self.buf, self.pos, size)
+        inline = bytearray(self.buf[self.pos:self.pos + size])
+        struct.pack_into("<i", inline, 0, len(vtable))             # the vtable now sits just before
+        return Table(vtable + bytes(inline), len(vtable))
+
     def _indirect(self, at: int) -> int:
         return at + _unpack("<I", self.buf, at)
 

@@ -242,6 +242,12 @@ def _buffer_span(table: flatbuffer.Table) -> tuple[int, int]:
     return (offset, size) if offset > 1 else (0, 0)
 
 
+def _options(op: flatbuffer.Table) -> flatbuffer.Table | None:
+    """The op's builtin options, detached from the file's bytes (a ModelInfo lives as long as the run)."""
+    options = op.table(4)
+    return options.detached() if options is not None else None
+
+
 def _options_type(code: int) -> str:
     return BUILTIN_OPTIONS[code] if 0 <= code < len(BUILTIN_OPTIONS) else f"OPTIONS_{code}"
 
@@ -287,7 +293,7 @@ def read_model(path: str | Path) -> ModelInfo:
         for op in main.tables(3):
             name, custom = opcodes[int(op.scalar(0, "I"))]
             ops.append(OpInfo(name, custom, tuple(op.scalars(1, "i")), tuple(op.scalars(2, "i")),
-                              _options_type(int(op.scalar(3, "B"))), op.table(4)))
+                              _options_type(int(op.scalar(3, "B"))), _options(op)))
         signatures = []
         for sig in model.tables(7):
             maps = [{m.string(0) or "": int(m.scalar(1, "I")) for m in sig.tables(i)} for i in (0, 1)]
