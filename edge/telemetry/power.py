@@ -129,19 +129,23 @@ class HwmonPower:
         self.dir = find_hwmon(root, chip)
         self.chip = sysfs_text(self.dir / "name") or self.dir.name
         self.name = f"hwmon:{self.chip}"
-        if not (self.dir / "power1_input").exists() and not (
-                (self.dir / "curr1_input").exists() and (self.dir / "in1_input").exists()):
-            raise Unavailable(f"hwmon chip {self.chip} ({self.dir}) has neither power1_input nor "
-                              "curr1_input and in1_input")
+        # which channels the chip has is fixed: decided once here, not at every read
+        self._power = self.dir / "power1_input"
+        if not self._power.exists():
+            self._power = None
+            if not ((self.dir / "curr1_input").exists() and (self.dir / "in1_input").exists()):
+                raise Unavailable(f"hwmon chip {self.chip} ({self.dir}) has neither power1_input nor "
+                                  "curr1_input and in1_input")
+        energy = self.dir / "energy1_input"
+        self._energy = energy if energy.exists() else None
 
     def read(self) -> PowerReading:
         try:
-            if (self.dir / "power1_input").exists():
-                watts = _read_int(self.dir / "power1_input") / 1e6
+            if self._power is not None:
+                watts = _read_int(self._power) / 1e6
             else:
                 watts = _read_int(self.dir / "curr1_input") / 1e3 * _read_int(self.dir / "in1_input") / 1e3
-            energy = self.dir / "energy1_input"
-            joules = _read_int(energy) / 1e6 if energy.exists() else None
+            joules = _read_int(self._energy) / 1e6 if self._energy is not None else None
         except (OSError, ValueError) as exc:
             raise Unavailable(f"reading {self.dir}: {exc}") from None
         return PowerReading(watts, self.name, joules=joules)
