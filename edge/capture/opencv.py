@@ -6,6 +6,7 @@ the picamera2 source for them.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -118,8 +119,11 @@ def v4l2_formats(path: str, ioctl: Callable = fcntl.ioctl) -> list[str] | None:
             buf = bytearray(_FMTDESC.pack(index, V4L2_BUF_TYPE_VIDEO_CAPTURE, 0, b"", 0, 0, 0, 0, 0))
             try:
                 ioctl(fd, VIDIOC_ENUM_FMT, buf)
-            except OSError:          # EINVAL: past the last format
-                break
+            except OSError as exc:
+                if exc.errno == errno.EINVAL:    # past the last format
+                    break
+                log.debug("cannot list the formats of %s: %s", path, exc)
+                return None
             pixelformat = _FMTDESC.unpack(bytes(buf))[4]
             formats.append(pixelformat.to_bytes(4, "little").decode("ascii", "replace"))
     finally:
