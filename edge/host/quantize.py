@@ -448,8 +448,12 @@ def _source_facts(source: SourceModel, src: "_TfSource | None", options: Quantiz
             log.info("%s: %s from its manifest %s", source.path.name,
                      "labels and layout" if options.spec else "input normalisation, labels and layout", found.name)
             labels = options.labels
-            if labels is None and manifest.labels and manifest.labels.is_file():
-                labels = manifests.read_labels(manifest.labels)
+            if labels is None and manifest.labels:
+                if manifest.labels.is_file():
+                    labels = manifests.read_labels(manifest.labels)
+                else:
+                    log.warning("%s names labels %s, which does not exist: the quantized models get no labels "
+                                "(pass --labels)", found.name, manifest.labels)
             output = manifest.output if options.layout == "auto" and manifest.output else None
             spec = options.spec or replace(manifest.input, width=0, height=0)
             return spec, labels, dict(output) if output else None
