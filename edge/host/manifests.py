@@ -52,7 +52,9 @@ def write_labels(out_dir: Path, labels: list[str] | None, name: str = "labels.tx
 
 
 def read_labels(path: str | Path) -> list[str]:
-    """A labels file (any format :func:`edge.vision.labels.load_labels` reads) as a list in id order."""
+    """A labels file (any format :func:`edge.vision.labels.load_labels` reads) as a list in id order.
+
+    Ids with gaps (COCO's 90-id files) are packed: list index i is the i-th id, not id i."""
     from edge.vision.labels import load_labels
     table = load_labels(path)
     return [table[i] for i in sorted(table)]
