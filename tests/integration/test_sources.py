@@ -80,7 +80,7 @@ def rtsp_server(clip, tmp_path_factory):
 def read_frames(uri, n):
     source = make_source(SourceConfig(uri=uri))
     source.open()
-    slot, stop = FrameSlot(), __import__("threading").Event()
+    slot, stop = FrameSlot(), threading.Event()
     thread = CaptureThread(source, slot, stop)
     thread.start()
     frames = []
