@@ -77,6 +77,7 @@ class WebServer:
         self._latest: FrameResult | None = None
         self._seq = 0
         self._jpeg: tuple[int, bytes] = (-1, b"")
+        self._encoding = threading.Lock()     # viewers woken by the same frame: one encodes, the others reuse
         self._stop = threading.Event()
         handler = type("Handler", (_Handler,), {"view": self})
         try:
@@ -109,14 +110,13 @@ class WebServer:
             seq, result = self._seq, self._latest
         if result is None:
             return -1, b""
-        cached = self._jpeg
-        if cached[0] == seq:
-            return cached
-        ok, data = cv2.imencode(".jpg", annotate(result), [cv2.IMWRITE_JPEG_QUALITY, self.quality])
-        if not ok:
-            raise RuntimeError("OpenCV could not encode a JPEG")
-        self._jpeg = (seq, data.tobytes())
-        return self._jpeg
+        with self._encoding:
+            if self._jpeg[0] < seq:      # (a newer one another viewer encoded meanwhile will do)
+                ok, data = cv2.imencode(".jpg", annotate(result), [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+                if not ok:
+                    raise RuntimeError("OpenCV could not encode a JPEG")
+                self._jpeg = (seq, data.tobytes())
+            return self._jpeg
 
     @property
     def stopping(self) -> bool:
