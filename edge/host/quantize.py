@@ -385,16 +385,17 @@ def quantize(source: SourceModel, out_dir: Path, options: QuantizeOptions) -> li
         spec, labels_list, source_output = _source_facts(source, src, options)
         float_info = read_model(paths["float32"])
         width, height = _model_size(float_info)
+        calibration_inputs: list[np.ndarray] | None = None      # read once, for every calibrated mode
         for mode in modes[1:]:
             log.info("converting %s to %s%s", source.path.name, mode,
                      " (per-tensor)" if options.per_tensor and mode in _CALIBRATED else "")
             if src is None:
-                data = None
-                if mode in _CALIBRATED:
-                    data = list(float_inputs(options.calibration, spec, (width, height), stride=options.stride,
-                                             limit=options.samples))
-                    if not data:
+                if mode in _CALIBRATED and calibration_inputs is None:
+                    calibration_inputs = list(float_inputs(options.calibration, spec, (width, height),
+                                                           stride=options.stride, limit=options.samples))
+                    if not calibration_inputs:
                         raise ConfigError(f"calibration data {str(options.calibration)!r} yielded no frames")
+                data = calibration_inputs if mode in _CALIBRATED else None
                 paths[mode].write_bytes(_aeq_convert(source_for_aeq, mode, options, data))
             else:
                 rep = (representative_dataset(options.calibration, spec, (width, height), samples=options.samples,
