@@ -52,12 +52,13 @@ def write_labels(out_dir: Path, labels: list[str] | None, name: str = "labels.tx
 
 
 def read_labels(path: str | Path) -> list[str]:
-    """A labels file (any format :func:`edge.vision.labels.load_labels` reads) as a list in id order.
-
-    Ids with gaps (COCO's 90-id files) are packed: list index i is the i-th id, not id i."""
+    """A labels file (any format :func:`edge.vision.labels.load_labels` reads) as a list indexed by
+    class id. Ids the file does not use (the gaps of COCO's 90-id files) are empty strings, which
+    :func:`write_labels` writes as blank lines: the device's reader keeps their index, so class ids
+    survive the round trip and the list's length is the model's class count."""
     from edge.vision.labels import load_labels
     table = load_labels(path)
-    return [table[i] for i in sorted(table)]
+    return [table.get(i, "") for i in range(max(table) + 1)]
 
 
 def copy_licence(out_dir: Path, licence: Path | None) -> None:

@@ -52,3 +52,18 @@ def test_bad_manifests(tmp_path, model_dir, change, message):
     path.write_text(json.dumps(data))
     with pytest.raises(ModelError, match=message):
         load_manifest(path)
+
+
+def test_host_tools_keep_label_ids_with_gaps(tmp_path):
+    """COCO's 90-id numbering (Coral's coco_labels.txt): ids survive a host tool's read → write."""
+    from edge.host.manifests import read_labels, write_labels
+    from edge.vision.labels import load_labels
+
+    src = tmp_path / "coco_labels.txt"
+    src.write_text("0  person\n1  bicycle\n2  car\n12  stop sign\n89  toothbrush\n")
+    labels = read_labels(src)
+    assert len(labels) == 90 and labels[12] == "stop sign" and labels[11] == ""
+    out = tmp_path / "out"
+    out.mkdir()
+    name = write_labels(out, labels)
+    assert load_labels(out / name) == load_labels(src)
