@@ -138,18 +138,20 @@ class EdgeCollector:
             yield _gauge("edge_process_threads", "Threads of this process.", [], [([], p.threads)])
 
 
-def _gauge(name: str, help_text: str, labels: list[str], rows) -> GaugeMetricFamily:
-    family = GaugeMetricFamily(name, help_text, labels=labels)
+def _family(kind: type, name: str, help_text: str, labels: list[str], rows):
+    """A gauge or counter family (``kind``) with one sample per (label values, value) row."""
+    family = kind(name, help_text, labels=labels)
     for values, value in rows:
         family.add_metric(values, value)
     return family
+
+
+def _gauge(name: str, help_text: str, labels: list[str], rows) -> GaugeMetricFamily:
+    return _family(GaugeMetricFamily, name, help_text, labels, rows)
 
 
 def _counter(name: str, help_text: str, labels: list[str], rows) -> CounterMetricFamily:
-    family = CounterMetricFamily(name, help_text, labels=labels)
-    for values, value in rows:
-        family.add_metric(values, value)
-    return family
+    return _family(CounterMetricFamily, name, help_text, labels, rows)
 
 
 class _QuietHandler(WSGIRequestHandler):
