@@ -14,19 +14,11 @@ import sys
 import time
 
 import cv2
-import pytest
 
-from tests.e2e.service_harness import ROOT, Daemon, NotifyListener
+from tests.e2e.service_harness import ROOT, Daemon
 from tests.helpers import free_port
 
 FAST_BACKOFF = "[service]\nreconnect_initial = 0.1\nreconnect_max = 0.4\nstatus_interval = 0.5\n[output]\njsonl = \"\"\n"
-
-
-@pytest.fixture
-def listener(tmp_path):
-    listener = NotifyListener(str(tmp_path / "notify.sock"))
-    yield listener
-    listener.close()
 
 
 def _short_clip(path, clip_frames, n=20):

@@ -20,13 +20,6 @@ from tests.e2e.service_harness import Daemon, NotifyListener
 from tests.helpers import run_edge, wait_for
 
 
-@pytest.fixture
-def listener(tmp_path):
-    listener = NotifyListener(str(tmp_path / "notify.sock"))
-    yield listener
-    listener.close()
-
-
 def _daemon(tmp_path, listener, *args, watchdog_usec=None):
     return Daemon(list(args), tmp_path, listener.address, watchdog_usec)
 
