@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Overhead of telemetry: the pipeline with every exporter on vs. all off, side by side in one run.
 
-Rounds alternate the settings (off, exporters, exporters+web, off, …) on the same model and clip
-read as fast as possible (every frame), so all settings see the same machine state.
+Each round runs every setting once on the same model and clip read as fast as possible (every
+frame), in an order that rotates from round to round, so that settings run side by side in the
+same machine state and none always runs first.
 
 - off: no JSONL, no live line, no exporter, no system monitor.
 - exporters: the system monitor, Prometheus /metrics scraped, MQTT to a real mosquitto (started
@@ -14,10 +15,25 @@ read as fast as possible (every frame), so all settings see the same machine sta
 - exporters+web: the same plus the live view with one MJPEG viewer connected (frames drawn and
   JPEG-encoded at 10 fps in this process).
 
-Reported per setting: frames per second and CPU milliseconds per frame of this process
-(time.process_time, all threads), their medians, and the median over rounds of each round's ratio
-to the "off" run of the same round (neighbours in time share the machine's load; on a shared
-machine FPS varies far more than CPU time per frame, which is the steadier figure).
+Reported per setting, over the steady part of each round (from the 30th published frame, a tenth
+of the round for short ones, to the last): frames per second and CPU milliseconds per frame of
+this process (time.process_time, all threads), their medians, and the median over rounds of each
+round's ratio to the "off" run of the same round with its interquartile range.
+
+On a shared machine FPS varies from round to round by more than telemetry costs, so the CPU is
+also split by thread (Linux: /proc/self/task/*/schedstat):
+
+- inference: the main thread and XNNPACK's workers;
+- capture: the capture thread and the video decoder's threads;
+- post-process: decoding, then every per-frame sink inline (JSONL, MQTT publish, the live view's
+  hand-off);
+- telemetry: the system monitor, paho's network thread, stats timers, the Prometheus and web
+  servers and their request threads;
+- bench clients: this script's scraper and viewer, which stand in for a Prometheus server and a
+  browser that would run elsewhere.
+
+Telemetry's own cost per frame is its threads plus what the post-process thread spends beyond the
+"off" run of the same round.
 
     .venv/bin/python scripts/bench_telemetry.py [--intervals defaults|stress] [--frames N] [--rounds N]
                                                 [--realtime] [--json out.json]
@@ -26,7 +42,9 @@ machine FPS varies far more than CPU time per frame, which is the steadier figur
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
 import shutil
 import socket
 import statistics
@@ -48,6 +66,55 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+GROUPS = ("inference", "capture", "post-process", "telemetry", "bench clients")
+
+
+def thread_group(name: str) -> str:
+    """Which part of the process a thread (Python name, else the kernel's comm) belongs to."""
+    if name == "MainThread" or not name or name == "python":        # XNNPACK workers are unnamed native threads
+        return "inference"
+    if name.startswith(("capture:", "av:")):       # the capture thread and FFmpeg's decoder threads
+        return "capture"
+    if name == "postprocess":
+        return "post-process"
+    if name.startswith("bench-"):
+        return "bench clients"
+    return "telemetry"
+
+
+def thread_cpu() -> dict[int, tuple[str, float]]:
+    """{native thread id: (name, CPU seconds)} for the live threads of this process (empty off Linux)."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out = {}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in map(int, tids):
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                ns = int(f.read().split()[0])
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                comm = f.read().strip()
+        except (OSError, ValueError, IndexError):   # the thread ended meanwhile
+            continue
+        out[tid] = (names.get(tid, comm), ns / 1e9)
+    return out
+
+
+def cpu_by_group(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]],
+                 process_cpu: float) -> dict[str, float]:
+    """CPU seconds per group between two :func:`thread_cpu` readings. Threads that ended in between
+    (short-lived request threads) are the process's CPU that no live thread accounts for; they are
+    counted as telemetry, the only part that starts such threads."""
+    groups = dict.fromkeys(GROUPS, 0.0)
+    for tid, (name, cpu) in after.items():
+        start = before.get(tid)
+        groups[thread_group(name)] += cpu - (start[1] if start and start[0] == name else 0.0)
+    groups["telemetry"] += max(0.0, process_cpu - sum(groups.values()))
+    return groups
 
 
 def start_mosquitto(tmp: Path) -> tuple[subprocess.Popen | None, int]:
@@ -75,9 +142,11 @@ class Clients:
     def __init__(self, metrics_port: int, web_port: int, scrape_every: float):
         self.stop = threading.Event()
         self.scrape_every = scrape_every
-        self.threads = [threading.Thread(target=self._scrape, args=(metrics_port,), daemon=True)]
+        self.threads = [threading.Thread(target=self._scrape, args=(metrics_port,), name="bench-scraper",
+                                         daemon=True)]
         if web_port:
-            self.threads.append(threading.Thread(target=self._view, args=(web_port,), daemon=True))
+            self.threads.append(threading.Thread(target=self._view, args=(web_port,), name="bench-viewer",
+                                                 daemon=True))
         for t in self.threads:
             t.start()
 
@@ -141,17 +210,89 @@ def run_once(frames: int, setting: str, tmp: Path, mqtt_port: int, realtime: boo
         if telemetry:
             clients = Clients(metrics_port, web_port, every["scrape"])
         time.sleep(0.5)      # the viewer connects; the same pause in every setting (a paced source counts it)
-        cpu0, wall0 = time.process_time(), time.perf_counter()
+        warm = min(30, frames // 10)      # frames left out of the figures: decoder and caches warming up
+        marks = {0: reading()}
+        published = itertools.count(1)
+
+        def mark(_result) -> None:      # at the first counted and the last frame, while the threads are alive
+            n = next(published)
+            if n in (warm, frames):
+                marks[n] = reading()
+        assembly.pipeline.on_published.append(mark)
         summary = assembly.pipeline.run()
-        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     finally:
         if clients:
             clients.close()
         if telemetry:
             sys.stderr.close()
             sys.stderr = saved
-    return {"setting": setting, "frames": summary.frames, "dropped": summary.dropped, "fps": summary.frames / wall,
-            "cpu_ms_per_frame": cpu / summary.frames * 1e3}
+    if frames not in marks:
+        raise SystemExit(f"the {setting} round ended after {summary.frames} of {frames} frames")
+    (threads0, cpu0, wall0), (threads1, cpu1, wall1) = marks[warm], marks[frames]
+    counted = frames - warm
+    groups = cpu_by_group(threads0, threads1, cpu1 - cpu0)
+    return {"setting": setting, "frames": summary.frames, "counted": counted, "dropped": summary.dropped,
+            "fps": counted / (wall1 - wall0), "cpu_ms_per_frame": (cpu1 - cpu0) / counted * 1e3,
+            "cpu_ms_per_frame_by_thread": {g: v / counted * 1e3 for g, v in groups.items()}}
+
+
+def reading() -> tuple[dict[int, tuple[str, float]], float, float]:
+    """(CPU per thread, CPU of the process, wall clock) now."""
+    return thread_cpu(), time.process_time(), time.perf_counter()
+
+
+def spread(values: list[float]) -> tuple[float, float, float]:
+    """(median, lower quartile, upper quartile); the quartiles are the median for fewer than 2 values."""
+    mid = statistics.median(values)
+    if len(values) < 2:
+        return mid, mid, mid
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return mid, q1, q3
+
+
+def summarize(rounds: list[dict]) -> dict:
+    """Medians per setting and, per round, each setting against the "off" run of the same round."""
+    off = {r["round"]: r for r in rounds if r["setting"] == "off"}
+    result: dict = {"median": {}, "ratio_to_off": {}, "telemetry_cpu_ms_per_frame": {}}
+    for setting in SETTINGS:
+        mine = [r for r in rounds if r["setting"] == setting]
+        result["median"][setting] = {
+            "fps": statistics.median(r["fps"] for r in mine),
+            "cpu_ms_per_frame": statistics.median(r["cpu_ms_per_frame"] for r in mine),
+            "cpu_ms_per_frame_by_thread": {g: statistics.median(r["cpu_ms_per_frame_by_thread"][g] for r in mine)
+                                           for g in GROUPS}}
+        if setting == "off":
+            continue
+        fps = [r["fps"] / off[r["round"]]["fps"] for r in mine]
+        # telemetry's own CPU: its threads, plus what the post-process thread spends beyond the off run
+        own = [r["cpu_ms_per_frame_by_thread"]["telemetry"] + r["cpu_ms_per_frame_by_thread"]["post-process"]
+               - off[r["round"]]["cpu_ms_per_frame_by_thread"]["post-process"] for r in mine]
+        share = [o / off[r["round"]]["cpu_ms_per_frame"] for o, r in zip(own, mine)]
+        result["ratio_to_off"][setting] = {
+            "fps": spread(fps), "fps_at_least_0.97": sum(f >= 0.97 for f in fps),
+            "cpu_per_frame": spread([r["cpu_ms_per_frame"] / off[r["round"]]["cpu_ms_per_frame"] for r in mine])}
+        result["telemetry_cpu_ms_per_frame"][setting] = {"ms": spread(own), "share_of_off_cpu": spread(share)}
+    return result
+
+
+def report(result: dict, rounds: int) -> None:
+    med, ratio, own = result["median"], result["ratio_to_off"], result["telemetry_cpu_ms_per_frame"]
+    print(f"\n{'setting':>13}  {'fps':>6}  {'CPU ms/frame':>12}  {'fps ratio [IQR]':>21}  {'rounds >=0.97':>13}  "
+          f"{'CPU/frame ratio':>15}")
+    for s in SETTINGS:
+        line = f"{s:>13}  {med[s]['fps']:6.1f}  {med[s]['cpu_ms_per_frame']:12.2f}"
+        if s in ratio:
+            f, c = ratio[s]["fps"], ratio[s]["cpu_per_frame"]
+            line += (f"  {f[0]:7.3f} [{f[1]:.3f}-{f[2]:.3f}]  {ratio[s]['fps_at_least_0.97']:>6d} of {rounds:<4d}"
+                     f"  {c[0]:15.3f}")
+        print(line)
+    print(f"\nCPU ms per frame by thread (medians){'':8}" + "".join(f"{g:>15}" for g in GROUPS))
+    for s in SETTINGS:
+        print(f"{s:>44}" + "".join(f"{med[s]['cpu_ms_per_frame_by_thread'][g]:15.3f}" for g in GROUPS))
+    print()
+    for s, o in own.items():
+        print(f"telemetry's own CPU with {s}: {o['ms'][0]:.3f} ms/frame [{o['ms'][1]:.3f}-{o['ms'][2]:.3f}], "
+              f"{o['share_of_off_cpu'][0]:.1%} of the off run's CPU per frame")
 
 
 def main() -> int:
@@ -160,12 +301,16 @@ def main() -> int:
                         help="periodic work: the shipped defaults, or stress (every 0.5-1 s)")
     parser.add_argument("--frames", type=int, default=1500, help="frames per round (default 1500: ~10 s, so "
                                                                  "that rounds include the periodic work)")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds per setting (default 5)")
+    parser.add_argument("--rounds", type=int, default=9,
+                        help="rounds (default 9; a multiple of 3 puts every setting first equally often)")
     parser.add_argument("--realtime", action="store_true",
                         help="read the clip at its own frame rate (25 fps), like a camera, instead of as fast "
                              "as possible: FPS then shows whether telemetry costs frames at that rate")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
+    for flag, value in (("--frames", args.frames), ("--rounds", args.rounds)):
+        if value < 1:
+            parser.error(f"{flag} must be at least 1, got {value}")
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         broker, mqtt_port = start_mosquitto(tmp)
@@ -173,30 +318,18 @@ def main() -> int:
             run_once(30, "off", tmp, mqtt_port)      # warm-up: caches, XNNPACK packing
             rounds = []
             for i in range(args.rounds):
-                for setting in SETTINGS:
+                for setting in SETTINGS[i % 3:] + SETTINGS[:i % 3]:     # rotate: no setting always first
                     r = run_once(args.frames, setting, tmp, mqtt_port, args.realtime, args.intervals)
-                    rounds.append(r)
+                    rounds.append(r | {"round": i})
                     print(f"round {i + 1} {setting:>13}: {r['fps']:6.1f} fps, {r['dropped']:3d} dropped, "
                           f"{r['cpu_ms_per_frame']:6.2f} ms CPU/frame", flush=True)
         finally:
             if broker is not None:
                 broker.terminate()
                 broker.wait(timeout=10)
-    med = {s: {k: statistics.median(r[k] for r in rounds if r["setting"] == s)
-               for k in ("fps", "cpu_ms_per_frame")} for s in SETTINGS}
-    offs = [r for r in rounds if r["setting"] == "off"]
-
-    def paired(setting: str, key: str) -> float:
-        mine = [r for r in rounds if r["setting"] == setting]
-        return statistics.median(a[key] / b[key] for a, b in zip(mine, offs))
-    result = {"frames_per_round": args.frames, "realtime": args.realtime, "intervals": args.intervals, "rounds": rounds, "median": med,
-              "ratio_to_off": {s: {"fps": paired(s, "fps"), "cpu_per_frame": paired(s, "cpu_ms_per_frame")}
-                               for s in SETTINGS[1:]}}
-    print(f"\n{'setting':>13}  {'fps':>6}  {'CPU ms/frame':>12}  {'fps ratio':>9}  {'CPU/frame ratio':>15}")
-    for s in SETTINGS:
-        ratio = result["ratio_to_off"].get(s, {"fps": 1.0, "cpu_per_frame": 1.0})
-        print(f"{s:>13}  {med[s]['fps']:6.1f}  {med[s]['cpu_ms_per_frame']:12.2f}  {ratio['fps']:9.3f}  "
-              f"{ratio['cpu_per_frame']:15.3f}")
+    result = {"frames_per_round": args.frames, "realtime": args.realtime, "intervals": args.intervals,
+              "rounds": rounds} | summarize(rounds)
+    report(result, args.rounds)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0
