@@ -32,7 +32,7 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25
 
 
 class LatencyWindow:
-    """The last ``size`` samples in seconds, with percentiles."""
+    """The last ``size`` samples in seconds."""
 
     def __init__(self, size: int = 512):
         self._samples: deque[float] = deque(maxlen=size)
@@ -40,14 +40,30 @@ class LatencyWindow:
     def add(self, seconds: float) -> None:
         self._samples.append(seconds)
 
-    def percentiles(self, qs: tuple[float, ...] = (50, 95, 99)) -> dict[float, float]:
-        if not self._samples:
-            return {q: float("nan") for q in qs}
-        values = np.percentile(np.fromiter(self._samples, float, len(self._samples)), qs)
-        return dict(zip(qs, (float(v) for v in values)))
+    def values(self) -> tuple[float, ...]:
+        """A copy of the samples, oldest first (cheap: taken under the stats lock)."""
+        return tuple(self._samples)
 
     def __len__(self) -> int:
         return len(self._samples)
+
+
+def percentiles(samples: tuple[float, ...], qs: tuple[float, ...] = (50, 95, 99)) -> dict[float, float]:
+    """{q: the q-th percentile} of ``samples`` (NaN for none), numpy's linear interpolation."""
+    if not samples:
+        return {q: float("nan") for q in qs}
+    return dict(zip(qs, (float(v) for v in np.percentile(np.asarray(samples, dtype=float), qs))))
+
+
+def stage_percentiles(windows: dict[str, tuple[float, ...]],
+                      qs: tuple[float, ...] = (50, 95, 99)) -> dict[str, dict[float, float]]:
+    """:func:`percentiles` of every stage. Every frame adds one sample to each stage, so the windows
+    have one length and numpy does them in one call (a third of the time of one call per stage)."""
+    lengths = {len(values) for values in windows.values()}
+    if len(lengths) != 1 or 0 in lengths:
+        return {stage: percentiles(values, qs) for stage, values in windows.items()}
+    table = np.percentile(np.array(list(windows.values()), dtype=float), qs, axis=1)   # [q, stage]
+    return {stage: dict(zip(qs, (float(v) for v in table[:, i]))) for i, stage in enumerate(windows)}
 
 
 class CumulativeHistogram:
@@ -175,14 +191,17 @@ class PipelineStats:
                               "published": self.published}
 
     def snapshot(self) -> Snapshot:
+        """A consistent copy. Only copying happens under the lock, which the inference and capture
+        threads take every frame; the percentiles are computed after it is released."""
         with self._lock:
-            return Snapshot(
+            windows = {stage: w.values() for stage, w in self.latency.items()}
+            counts = dict(
                 captured=self.captured, dropped=self.dropped, inferred=self.inferred,
                 published=self.published, detections=dict(self.detections), errors=dict(self.errors),
                 fps_capture=self.rates["capture"].rate(), fps_inference=self.rates["inference"].rate(),
                 fps_published=self.rates["published"].rate(),
-                latency={stage: w.percentiles() for stage, w in self.latency.items()},
                 backend=self.backend, uptime=time.monotonic() - self.started,
                 histograms={stage: HistogramSnapshot(tuple(h.cumulative()), h.sum, h.count)
                             for stage, h in self.histograms.items()},
                 counts=self._counts())
+        return Snapshot(latency=stage_percentiles(windows), **counts)

@@ -39,6 +39,22 @@ def test_cumulative_histograms_and_windowed_percentiles():
     assert snap.latency["invoke"][50] == pytest.approx(0.25)
 
 
+def test_stage_percentiles_in_one_call_match_numpy_per_stage():
+    rng = np.random.default_rng(0)
+    stats = PipelineStats(window=64)
+    for _ in range(100):
+        stats.published_frame(dict(zip(stats_mod.STAGES, rng.exponential(0.01, len(stats_mod.STAGES)))), [])
+    snap = stats.snapshot()
+    for stage in stats_mod.STAGES:
+        window = stats.latency[stage].values()
+        assert len(window) == 64
+        expected = np.percentile(window, (50, 95, 99))
+        assert [snap.latency[stage][q] for q in (50, 95, 99)] == pytest.approx(expected)
+    # windows of unequal length (a stage never recorded) fall back to one call per stage
+    partial = stats_mod.stage_percentiles({"invoke": (0.1, 0.3), "publish": ()})
+    assert partial["invoke"][50] == pytest.approx(0.2) and math.isnan(partial["publish"][95])
+
+
 def test_counters_list_is_extensible(monkeypatch):
     monkeypatch.setattr(stats_mod, "COUNTERS", stats_mod.COUNTERS + ["widgets"])
     stats = PipelineStats()
