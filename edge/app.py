@@ -90,7 +90,8 @@ def make_exporters(config: Config, stats: PipelineStats, source_name: str) -> Te
             host, port = split_host(m.host, m.port)
             telemetry.add(MqttExporter(stats, telemetry.payload, source_name, host=host, port=port, prefix=m.prefix,
                                        qos=m.qos, client_id=m.client_id, username=m.username, password=m.password,
-                                       stats_interval=m.stats_interval, reconnect_max=m.reconnect_max),
+                                       stats_interval=m.stats_interval, send_interval=m.send_interval,
+                                       reconnect_max=m.reconnect_max),
                           per_frame=True)
         if config.web.port:
             from edge.web.server import WebServer

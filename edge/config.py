@@ -123,6 +123,10 @@ class MqttConfig:
     password: str = setting("", "MQTT password (with username).")
     qos: int = setting(0, "QoS of published messages (0, 1 or 2).", minimum=0, maximum=2)
     stats_interval: float = setting(10.0, "Seconds between <prefix>/stats messages.", minimum=0.1)
+    send_interval: float = setting(0.1, "Seconds between sends of the queued events and counts: they leave "
+                                        "in one burst, so the pipeline never waits on the MQTT client; an "
+                                        "event reaches the broker at most this much later.", minimum=0.01,
+                                   maximum=10)
     reconnect_max: float = setting(60.0, "Longest delay (s) between reconnection attempts (backoff doubles "
                                          "from 1 s).", minimum=1)
 

@@ -7,6 +7,13 @@ Topics under a configurable prefix (default ``edge``):
 - ``<prefix>/<source>/<label>``: the number of ``label`` in the latest frame, when it changes (retained).
 - ``<prefix>/stats``: the stats payload every ``stats_interval`` seconds and once at the end.
 
+Detection messages (events and counts) are queued by the pipeline's publishing thread and sent in
+one burst every ``send_interval`` seconds (0.1 by default) by the exporter's own thread, which also
+sends the stats. The pipeline never calls into paho: a paho publish wakes paho's network thread
+and hands the GIL back and forth, and doing that for every frame cost the pipeline frames on a busy
+CPU. The queue holds at most ``MAX_QUEUED`` messages; beyond that the newest are dropped and
+counted as ``mqtt_queue_full`` errors.
+
 The broker may be down at start or go away: paho's network thread reconnects with exponential
 backoff (1 s doubling to ``reconnect_max``). Messages published while disconnected are dropped at
 QoS 0 (counted as ``mqtt_publish`` errors) and queued by paho at QoS 1 and 2.
@@ -20,7 +27,8 @@ import os
 import re
 import socket
 import threading
-from collections import Counter
+import time
+from collections import Counter, deque
 from typing import Callable
 
 import paho.mqtt.client as mqtt
@@ -32,6 +40,8 @@ from edge.telemetry.jsonl import event_line
 from edge.telemetry.stats import PipelineStats
 
 log = logging.getLogger(__name__)
+
+MAX_QUEUED = 10_000     # detection messages waiting for the next send (~50 s of frames at 200 fps)
 
 
 def split_host(host: str, port: int) -> tuple[str, int]:
@@ -52,8 +62,8 @@ def topic_part(name: str) -> str:
 class MqttExporter:
     def __init__(self, stats: PipelineStats, stats_payload: Callable[[], dict], source: str, *, host: str,
                  port: int = 1883, prefix: str = "edge", qos: int = 0, client_id: str = "", username: str = "",
-                 password: str = "", stats_interval: float = 10.0, reconnect_max: float = 60.0,
-                 keepalive: int = 60):
+                 password: str = "", stats_interval: float = 10.0, send_interval: float = 0.1,
+                 reconnect_max: float = 60.0, keepalive: int = 60):
         self.stats = stats
         self.stats_payload = stats_payload
         self.prefix = prefix.rstrip("/")
@@ -61,8 +71,10 @@ class MqttExporter:
         self.source_topic = topic_part(os.path.basename(source) or source)
         self.qos = qos
         self.stats_interval = stats_interval
+        self.send_interval = send_interval
         self.connected = threading.Event()
         self._counts: dict[str, int] = {}
+        self._queue: deque[tuple[str, str, bool]] = deque()   # (topic, payload, retain), oldest first
         self._stop = threading.Event()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
                                   client_id=client_id or f"edge-{socket.gethostname()}-{os.getpid()}")
@@ -79,8 +91,8 @@ class MqttExporter:
         # connect_async: a broker that is down at start is retried by the network thread, not fatal
         self.client.connect_async(host, port, keepalive)
         self.client.loop_start()
-        self._timer = threading.Thread(target=self._stats_loop, name="mqtt-stats", daemon=True)
-        self._timer.start()
+        self._sender = threading.Thread(target=self._send_loop, name="mqtt-send", daemon=True)
+        self._sender.start()
 
     def topic(self, *parts: str) -> str:
         return "/".join((self.prefix, *parts))
@@ -110,29 +122,47 @@ class MqttExporter:
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             self.stats.error("mqtt_publish")
 
+    def _enqueue(self, topic: str, payload: str, retain: bool = False) -> None:
+        if len(self._queue) >= MAX_QUEUED:       # the sender is stuck (it never is for long): keep the older
+            self.stats.error("mqtt_queue_full")
+            return
+        self._queue.append((topic, payload, retain))   # deque.append: atomic, no lock needed
+
     def publish(self, result: FrameResult) -> None:
+        """Queue the frame's messages (called on the pipeline's publishing thread; sends nothing)."""
         counts = Counter(d.label for d in result.detections)
         if result.detections:
-            self._send(self.topic("events"), event_line(result, self.source))
+            self._enqueue(self.topic("events"), event_line(result, self.source))
         for label in counts.keys() | self._counts.keys():
             n = counts.get(label, 0)
             if self._counts.get(label) != n:
-                self._send(self.topic(self.source_topic, topic_part(label)), str(n), retain=True)
+                self._enqueue(self.topic(self.source_topic, topic_part(label)), str(n), retain=True)
                 self._counts[label] = n
+
+    def flush(self) -> None:
+        """Send every queued message, oldest first."""
+        while self._queue:
+            self._send(*self._queue.popleft())
 
     def publish_stats(self) -> None:
         self._send(self.topic("stats"), json.dumps(self.stats_payload(), separators=(",", ":")))
 
-    def _stats_loop(self) -> None:
-        while not self._stop.wait(self.stats_interval):
-            if self.connected.is_set():
-                self.publish_stats()
+    def _send_loop(self) -> None:
+        next_stats = time.monotonic() + self.stats_interval
+        while not self._stop.wait(self.send_interval):
+            self.flush()
+            now = time.monotonic()
+            if now >= next_stats:
+                next_stats = now + self.stats_interval
+                if self.connected.is_set():
+                    self.publish_stats()
 
     def close(self) -> None:
         if self._stop.is_set():
             return
         self._stop.set()
-        self._timer.join(timeout=5.0)
+        self._sender.join(timeout=5.0)
+        self.flush()          # what the pipeline queued after the sender's last burst
         if self.connected.is_set():
             self.publish_stats()
             done = self.client.publish(self.topic("available"), "offline", qos=self.qos, retain=True)
