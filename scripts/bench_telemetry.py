@@ -37,6 +37,7 @@ Telemetry's own cost per frame is its threads plus what the post-process thread 
 
     .venv/bin/python scripts/bench_telemetry.py [--intervals defaults|stress] [--frames N] [--rounds N]
                                                 [--realtime] [--json out.json]
+    .venv/bin/python scripts/bench_telemetry.py --pool run1.json run2.json …   # earlier runs together
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ import argparse
 import itertools
 import json
 import os
+import random
 import shutil
 import socket
 import statistics
@@ -250,6 +252,13 @@ def spread(values: list[float]) -> tuple[float, float, float]:
     return mid, q1, q3
 
 
+def median_ci(values: list[float], resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95 % bootstrap confidence interval of the median (percentile method, fixed seed)."""
+    rng = random.Random(seed)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(resamples))
+    return medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
+
+
 def summarize(rounds: list[dict]) -> dict:
     """Medians per setting and, per round, each setting against the "off" run of the same round."""
     off = {r["round"]: r for r in rounds if r["setting"] == "off"}
@@ -269,7 +278,7 @@ def summarize(rounds: list[dict]) -> dict:
                - off[r["round"]]["cpu_ms_per_frame_by_thread"]["post-process"] for r in mine]
         share = [o / off[r["round"]]["cpu_ms_per_frame"] for o, r in zip(own, mine)]
         result["ratio_to_off"][setting] = {
-            "fps": spread(fps), "fps_at_least_0.97": sum(f >= 0.97 for f in fps),
+            "fps": spread(fps), "fps_median_ci95": median_ci(fps), "fps_at_least_0.97": sum(f >= 0.97 for f in fps),
             "cpu_per_frame": spread([r["cpu_ms_per_frame"] / off[r["round"]]["cpu_ms_per_frame"] for r in mine])}
         result["telemetry_cpu_ms_per_frame"][setting] = {"ms": spread(own), "share_of_off_cpu": spread(share)}
     return result
@@ -286,6 +295,10 @@ def report(result: dict, rounds: int) -> None:
             line += (f"  {f[0]:7.3f} [{f[1]:.3f}-{f[2]:.3f}]  {ratio[s]['fps_at_least_0.97']:>6d} of {rounds:<4d}"
                      f"  {c[0]:15.3f}")
         print(line)
+    for s, r in ratio.items():
+        lo, hi = r["fps_median_ci95"]
+        print(f"{s}: the median fps ratio is {r['fps'][0]:.3f}, 95 % confidence interval {lo:.3f}-{hi:.3f} "
+              f"(bootstrap over the {rounds} rounds)")
     print(f"\nCPU ms per frame by thread (medians){'':8}" + "".join(f"{g:>15}" for g in GROUPS))
     for s in SETTINGS:
         print(f"{s:>44}" + "".join(f"{med[s]['cpu_ms_per_frame_by_thread'][g]:15.3f}" for g in GROUPS))
@@ -293,6 +306,21 @@ def report(result: dict, rounds: int) -> None:
     for s, o in own.items():
         print(f"telemetry's own CPU with {s}: {o['ms'][0]:.3f} ms/frame [{o['ms'][1]:.3f}-{o['ms'][2]:.3f}], "
               f"{o['share_of_off_cpu'][0]:.1%} of the off run's CPU per frame")
+
+
+def pooled_rounds(paths: list[str]) -> list[dict]:
+    """The rounds of several ``--json`` files, renumbered so that each stays paired with its own "off" run."""
+    rounds = []
+    for i, path in enumerate(paths):
+        try:
+            saved = json.loads(Path(path).read_text())["rounds"]
+            rounds += [r | {"round": (i, r["round"])} for r in saved if r["cpu_ms_per_frame_by_thread"]]
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"--pool: cannot read {path}: {exc}") from None
+        except (KeyError, TypeError):
+            raise SystemExit(f"--pool: {path} is not a --json file of this script (no per-round pairing and "
+                             "per-thread CPU; files of older versions lack them)") from None
+    return rounds
 
 
 def main() -> int:
@@ -307,7 +335,13 @@ def main() -> int:
                         help="read the clip at its own frame rate (25 fps), like a camera, instead of as fast "
                              "as possible: FPS then shows whether telemetry costs frames at that rate")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--pool", nargs="+", metavar="JSON",
+                        help="measure nothing: report the rounds of earlier --json files together")
     args = parser.parse_args()
+    if args.pool:
+        rounds = pooled_rounds(args.pool)
+        report(summarize(rounds), len({r["round"] for r in rounds}))
+        return 0
     for flag, value in (("--frames", args.frames), ("--rounds", args.rounds)):
         if value < 1:
             parser.error(f"{flag} must be at least 1, got {value}")

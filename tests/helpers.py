@@ -11,6 +11,18 @@ import time
 from pathlib import Path
 
 
+def frame_result(index: int = 0, labels: tuple[str, ...] = ("person",)):
+    """A pipeline result for frame ``index`` (a 64×48 black image) with one detection per label."""
+    import numpy as np
+
+    from edge.capture.base import Frame
+    from edge.pipeline import FrameResult, Timings
+    from edge.vision.decode.base import Detection
+    frame = Frame(np.zeros((48, 64, 3), np.uint8), index, 1.7e9 + index, 0)
+    dets = tuple(Detection(label, 0, 0.9, (1.0, 2.0, 30.0, 40.0)) for label in labels)
+    return FrameResult(frame, dets, Timings(0, 1, 2, 3, 4, 5), "cpu")
+
+
 def fake_edgetpu_model(src: Path, dst: Path) -> Path:
     """A stand-in for an ``_edgetpu`` model: ``src`` with its custom op renamed edgetpu-custom-op.
 

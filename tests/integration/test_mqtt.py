@@ -14,8 +14,10 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.errors import ConfigError
+from edge.telemetry import mqtt as mqtt_exporter
 from edge.telemetry.mqtt import MqttExporter, split_host, topic_part
 from edge.telemetry.stats import PipelineStats
+from tests.helpers import frame_result as result
 from tests.helpers import free_port, wait_for
 
 MOSQUITTO = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
@@ -134,6 +136,47 @@ def test_reconnects_with_backoff_after_the_broker_restarts(tmp_path):
     finally:
         exporter.close()
         b.stop()
+
+
+def test_the_pipeline_thread_only_queues_and_the_sender_sends_everything_in_order(broker):
+    sub = Subscriber(broker.port)
+    stats = PipelineStats()
+    exporter = MqttExporter(stats, lambda: {}, "cam0", host="127.0.0.1", port=broker.port,
+                            send_interval=10.0, qos=1)      # no timed burst during the test: close() sends
+    sent = []
+    real_publish = exporter.client.publish
+
+    def recording_publish(topic, payload=None, *args, **kwargs):
+        sent.append(topic)
+        return real_publish(topic, payload, *args, **kwargs)
+    try:
+        assert exporter.connected.wait(10)
+        exporter.client.publish = recording_publish
+        people = [1, 2, 2, 0, 1]
+        for i, n in enumerate(people):
+            exporter.publish(result(i, ("person",) * n))
+        assert sent == []              # publish() on the pipeline's thread never calls paho
+    finally:
+        exporter.close()
+    wait_for(lambda: b"offline" in sub.on("edge/available"), 10, "offline message")
+    sub.close()
+    assert [json.loads(p)["frame"] for p in sub.on("edge/events")] == [0, 1, 2, 4]
+    assert sub.on("edge/cam0/person") == [b"1", b"2", b"0", b"1"]          # on change, in frame order
+    assert sent[:8] == ["edge/events", "edge/cam0/person", "edge/events", "edge/cam0/person", "edge/events",
+                        "edge/cam0/person", "edge/events", "edge/cam0/person"]
+
+
+def test_a_full_send_queue_drops_the_newest_and_counts_them(monkeypatch):
+    monkeypatch.setattr(mqtt_exporter, "MAX_QUEUED", 3)
+    stats = PipelineStats()
+    exporter = MqttExporter(stats, lambda: {}, "cam0", host="127.0.0.1", port=free_port(), send_interval=10.0)
+    try:
+        for i in range(5):               # 6 messages: events + the count once, then events only
+            exporter.publish(result(i, ("person",)))
+        assert [topic for topic, _, _ in exporter._queue] == ["edge/events", "edge/cam0/person", "edge/events"]
+        assert stats.snapshot().errors["mqtt_queue_full"] == 3
+    finally:
+        exporter.close()                # no broker: the queue goes to paho, which drops it at QoS 0
 
 
 def test_host_and_topic_parsing():

@@ -8,8 +8,6 @@ import math
 import numpy as np
 import pytest
 
-from edge.capture.base import Frame
-from edge.pipeline import FrameResult, Timings
 from edge.telemetry import stats as stats_mod
 from edge.telemetry.jsonl import JsonlSink
 from edge.telemetry.live import format_line
@@ -17,13 +15,7 @@ from edge.telemetry.process import ProcessReader
 from edge.telemetry.report import stats_payload
 from edge.telemetry.stats import PipelineStats
 from edge.telemetry.system import SystemMonitor
-from edge.vision.decode.base import Detection
-
-
-def result(index=0, labels=("person",)):
-    frame = Frame(np.zeros((48, 64, 3), np.uint8), index, 1.7e9 + index, 0)
-    dets = tuple(Detection(label, 0, 0.9, (1.0, 2.0, 30.0, 40.0)) for label in labels)
-    return FrameResult(frame, dets, Timings(0, 1, 2, 3, 4, 5), "cpu")
+from tests.helpers import frame_result as result
 
 
 def test_cumulative_histograms_and_windowed_percentiles():
