@@ -7,6 +7,7 @@ and its reading of /proc/self/task on this (Linux) machine.
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 import threading
 import time
@@ -96,3 +97,20 @@ def test_bad_round_counts_are_refused(bench, monkeypatch, capsys):
         bench.main()
     assert exit_.value.code == 2
     assert "--rounds must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_pool_keeps_each_round_paired_with_the_off_run_of_its_own_file(bench, tmp_path):
+    def run(round_, setting, fps):
+        return {"round": round_, "setting": setting, "fps": fps, "cpu_ms_per_frame": 10.0,
+                "cpu_ms_per_frame_by_thread": dict.fromkeys(bench.GROUPS, 1.0)}
+    first, second, old = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "old.json"
+    first.write_text(json.dumps({"rounds": [run(0, "off", 200.0), run(0, "exporters", 196.0),
+                                            run(0, "exporters+web", 190.0)]}))
+    second.write_text(json.dumps({"rounds": [run(0, "off", 100.0), run(0, "exporters", 99.0),
+                                             run(0, "exporters+web", 90.0)]}))     # the same round number
+    rounds = bench.pooled_rounds([str(first), str(second)])
+    result = bench.summarize(rounds)
+    assert result["ratio_to_off"]["exporters"]["fps"][0] == pytest.approx((0.98 + 0.99) / 2)
+    old.write_text(json.dumps({"rounds": [{"setting": "off", "fps": 1.0}]}))
+    with pytest.raises(SystemExit, match="not a --json file of this script"):
+        bench.pooled_rounds([str(old)])
