@@ -123,7 +123,7 @@ class MqttExporter:
             self.stats.error("mqtt_publish")
 
     def _enqueue(self, topic: str, payload: str, retain: bool = False) -> None:
-        if len(self._queue) >= MAX_QUEUED:       # the sender is stuck (it never is for long): keep the older
+        if len(self._queue) >= MAX_QUEUED:       # the sender is far behind: the queued ones stay, this one goes
             self.stats.error("mqtt_queue_full")
             return
         self._queue.append((topic, payload, retain))   # deque.append: atomic, no lock needed
@@ -141,8 +141,12 @@ class MqttExporter:
 
     def flush(self) -> None:
         """Send every queued message, oldest first."""
-        while self._queue:
-            self._send(*self._queue.popleft())
+        while True:
+            try:
+                message = self._queue.popleft()
+            except IndexError:      # empty (also when close() and a late sender burst race for the last one)
+                return
+            self._send(*message)
 
     def publish_stats(self) -> None:
         self._send(self.topic("stats"), json.dumps(self.stats_payload(), separators=(",", ":")))
