@@ -195,7 +195,7 @@ class PipelineStats:
         threads take every frame; the percentiles are computed after it is released."""
         with self._lock:
             windows = {stage: w.values() for stage, w in self.latency.items()}
-            counts = dict(
+            fields = dict(
                 captured=self.captured, dropped=self.dropped, inferred=self.inferred,
                 published=self.published, detections=dict(self.detections), errors=dict(self.errors),
                 fps_capture=self.rates["capture"].rate(), fps_inference=self.rates["inference"].rate(),
@@ -204,4 +204,4 @@ class PipelineStats:
                 histograms={stage: HistogramSnapshot(tuple(h.cumulative()), h.sum, h.count)
                             for stage, h in self.histograms.items()},
                 counts=self._counts())
-        return Snapshot(latency=stage_percentiles(windows), **counts)
+        return Snapshot(latency=stage_percentiles(windows), **fields)
