@@ -16,6 +16,7 @@ import numpy as np
 from edge.errors import ModelError
 from edge.runtime.manifest import Manifest
 from edge.runtime.model import TensorInfo
+from edge.vision.labels import label_name
 from edge.vision.preprocess import Transform
 
 
@@ -124,7 +125,7 @@ def finish_classes(raw: RawClasses, params: FinishParams) -> tuple[Classificatio
         c = int(c)
         if s < params.score_threshold or (params.keep is not None and c not in params.keep):
             continue
-        out.append(Classification(params.labels.get(c, str(c)), c, float(s)))
+        out.append(Classification(label_name(params.labels, c), c, float(s)))
         if params.max_detections and len(out) >= params.max_detections:
             break
     return tuple(out)
@@ -141,7 +142,6 @@ def finish(raw: RawDetections, transform: Transform, params: FinishParams) -> tu
     if params.max_detections:
         idx = idx[:params.max_detections]
     boxes = transform.boxes_to_frame(raw.boxes[idx])
-    labels = params.labels
     return tuple(
-        Detection(labels.get(int(c), str(int(c))), int(c), float(s), tuple(float(v) for v in b))
+        Detection(label_name(params.labels, int(c)), int(c), float(s), tuple(float(v) for v in b))
         for b, s, c in zip(boxes, raw.scores[idx], raw.class_ids[idx]))
