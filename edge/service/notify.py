@@ -41,6 +41,7 @@ class Notifier:
         self.sent = 0
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
+        self._target: str | bytes = b"\0" + address[1:].encode() if address.startswith("@") else address
         if address:
             if address[0] not in "/@":
                 log.warning("NOTIFY_SOCKET=%r is neither a path nor an abstract name ('@…'); "
@@ -53,9 +54,6 @@ class Notifier:
     def enabled(self) -> bool:
         return self._sock is not None
 
-    def _target(self) -> str | bytes:
-        return b"\0" + self.address[1:].encode() if self.address.startswith("@") else self.address
-
     def send(self, *assignments: str) -> bool:
         """Send ``KEY=VALUE`` lines in one datagram; False (logged once per failure) if it failed."""
         if self._sock is None:
@@ -63,7 +61,7 @@ class Notifier:
         message = "\n".join(assignments).encode("utf-8", "replace")
         with self._lock:
             try:
-                self._sock.sendto(message, self._target())
+                self._sock.sendto(message, self._target)
             except OSError as exc:
                 log.warning("sd_notify %r to %s failed: %s", assignments[0], self.address, exc)
                 return False
