@@ -26,7 +26,7 @@ from edge.config import Config, merge
 from edge.errors import ConfigError
 from edge.runtime import loader
 from edge.runtime.backend import default_threads
-from edge.runtime.interpreter import load_runtime
+from edge.runtime.interpreter import Runtime, load_runtime
 from edge.runtime.simulated import CORAL_USB_SSD_MOBILENET_V2_MS
 from edge.vision.preprocess import Preprocessor
 
@@ -88,8 +88,8 @@ def _host() -> dict:
             "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
 
-def run_raw(opts: Options, models: loader.ModelSet, report: dict, power, frame) -> list[rawmode.RawResult]:
-    runtime = load_runtime(opts.config.model.runtime)
+def run_raw(opts: Options, models: loader.ModelSet, report: dict, power, frame,
+            runtime: Runtime) -> list[rawmode.RawResult]:
     explicit = bool(opts.backends)
     kinds = list(opts.backends or DEFAULT_BACKENDS)
     if "simulated" not in opts.modes and not explicit:
@@ -210,7 +210,7 @@ def run(opts: Options) -> tuple[dict, dict]:
     # one real frame of the source for the raw invokes, read once (opening a camera is slow)
     frame = reference_frame(opts.config) if passes or "raw" in opts.modes else None
     if "raw" in opts.modes:
-        for result in run_raw(opts, models, report, power, frame):
+        for result in run_raw(opts, models, report, power, frame, runtime):
             samples["raw"][result.variant.label] = result.samples
     if passes:
         with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp:
