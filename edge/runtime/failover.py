@@ -137,7 +137,7 @@ def wrap_for_failover(loaded, config, stats: PipelineStats | None = None) -> Bac
     from edge.runtime import loader
 
     backend = loaded.backend
-    models = loader.resolve(config.model)
+    models = loaded.models
     if models.path_for("cpu") is None or models.path_for("edgetpu") is None:
         return backend
     device = config.model.device if config.model.device.startswith("edgetpu") else "edgetpu"

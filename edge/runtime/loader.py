@@ -46,10 +46,14 @@ TPU_UNUSABLE = "Edge TPU unusable"
 @dataclass
 class Loaded:
     model: ModelInfo
-    manifest: Manifest
+    models: ModelSet     # what was resolved: the fail-over wrapper opens the twins from it
     backend: Backend
     runtime: Runtime
     reason: str
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.models.manifest
 
 
 def _inferred_manifest(model_path: Path) -> Manifest:
@@ -110,7 +114,7 @@ def _open_cpu(models: ModelSet, cfg: ModelConfig, runtime: Runtime, why: str) ->
     backend = TFLiteBackend(model, runtime, threads=cfg.threads)
     reason = f"CPU ({backend.name}): {why}"
     log.info("running %s on %s", path.name, reason)
-    return Loaded(model, models.manifest, backend, runtime, reason)
+    return Loaded(model, models, backend, runtime, reason)
 
 
 def _open_edgetpu(models: ModelSet, cfg: ModelConfig, runtime: Runtime, spec: edgetpu.DeviceSpec,
@@ -126,7 +130,7 @@ def _open_edgetpu(models: ModelSet, cfg: ModelConfig, runtime: Runtime, spec: ed
                             name=f"edgetpu:{spec.delegate_option or 'auto'}")
     reason = f"Edge TPU ({spec}): {why}"
     log.info("running %s on %s", path.name, reason)
-    return Loaded(model, models.manifest, backend, runtime, reason)
+    return Loaded(model, models, backend, runtime, reason)
 
 
 def load(cfg: ModelConfig, models: ModelSet | None = None) -> Loaded:
