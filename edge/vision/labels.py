@@ -27,12 +27,9 @@ def parse_labels(text: str, *, source: str = "labels") -> dict[int, str]:
     content = [line for line in lines if line.strip()]
     if not content:
         raise ModelError(f"labels file {source!r} is empty", "one label per line, or 'id label' pairs")
-    if all(_PAIR.match(line) for line in content):
-        labels = {}
-        for line in content:
-            match = _PAIR.match(line)
-            labels[int(match.group(1))] = match.group(2)
-        return labels
+    pairs = [_PAIR.match(line) for line in content]
+    if all(pairs):
+        return {int(match.group(1)): match.group(2) for match in pairs}
     if lines[0].strip() == "???":
         log.info("labels %s: the first line '???' is the background placeholder of TF Lite's labelmap.txt; "
                  "class 0 is the next line", source)
