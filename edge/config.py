@@ -219,10 +219,9 @@ def merge(config: Config, tables: dict[str, dict]) -> Config:
     unknown = sorted(set(tables) - set(sections))
     if unknown:
         raise ConfigError(f"unknown section [{unknown[0]}]", f"valid sections: {', '.join(sections)}")
-    replaced = {}
-    for name, table in tables.items():
-        cls = typing.get_type_hints(Config)[name]
-        replaced[name] = _build_section(cls, name, table, getattr(config, name))
+    hints = typing.get_type_hints(Config)
+    replaced = {name: _build_section(hints[name], name, table, getattr(config, name))
+                for name, table in tables.items()}
     return dataclasses.replace(config, **replaced)
 
 
