@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edge.errors import ModelError
-from edge.runtime.interpreter import Runtime
+from edge.runtime.interpreter import Runtime, first_line
 from edge.runtime.model import EDGETPU_CUSTOM_OP, ModelInfo
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class TFLiteBackend:
                 self._interpreter.resize_tensor_input(tensor.index, shape, strict=False)
 
     def _load_error(self, exc: Exception) -> ModelError:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = first_line(exc)
         if EDGETPU_CUSTOM_OP in str(exc):
             return ModelError(f"{self.model.path.name} is compiled for the Edge TPU and cannot run on the "
                               "CPU", "use --device edgetpu, or name its CPU twin as models.cpu in the manifest")

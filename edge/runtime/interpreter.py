@@ -90,8 +90,14 @@ def _import(candidate: Candidate) -> Runtime:
     return Runtime(candidate.name, version or "?", interpreter_cls, load_delegate, resolver)
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type name when the message is empty."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _describe_failure(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = first_line(exc)
     if isinstance(exc, ModuleNotFoundError):
         return "not installed"
     # tflite-runtime 2.14 is built against numpy 1.x and fails to import under numpy 2.
