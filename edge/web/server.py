@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 BOX_BGR = (255, 0, 255)      # magenta: rare in street scenes, easy to find in a screenshot
 BOUNDARY = "edgeframe"
+PAGE_BYTES = PAGE.encode("utf-8")
 
 
 def to_bgr(image: np.ndarray, fmt: str) -> np.ndarray:
@@ -151,7 +152,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         path = self.path.split("?", 1)[0]
         if path in ("/", "/index.html"):
-            self._send(PAGE.encode("utf-8"), "text/html; charset=utf-8")
+            self._send(PAGE_BYTES, "text/html; charset=utf-8")
         elif path == "/stats":
             self._send(json.dumps(self.view.payload()).encode("utf-8"), "application/json")
         elif path == "/snapshot.jpg":
@@ -176,8 +177,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             while not self.view.stopping:
                 seq = self.view.wait_frame(seq, timeout=1.0)
-                frame_seq, jpeg = self.view.jpeg()
-                if not jpeg or frame_seq < 0:
+                _, jpeg = self.view.jpeg()
+                if not jpeg:
                     continue
                 self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}"
                                  "\r\n\r\n".encode("ascii") + jpeg + b"\r\n")
