@@ -412,6 +412,7 @@ def quantize(source: SourceModel, out_dir: Path, options: QuantizeOptions) -> li
                               "pass a labels file with one label per class")
     labels = manifests.write_labels(out_dir, labels_list)
     task = "classification" if output.get("layout") == "classification" else "detection"
+    source_sha256 = manifests.source_sha256(source.path)     # the same for every mode: hash it once
     results = []
     for mode in modes:
         # float32 is always written: every other mode's float twin.
@@ -419,7 +420,7 @@ def quantize(source: SourceModel, out_dir: Path, options: QuantizeOptions) -> li
         manifests.write_manifest(
             paths[mode].with_suffix(".json"), name=options.name, task=task, models=models, labels=labels,
             input=manifests.input_dict(spec, width, height), output=output,
-            provenance=_provenance(source, mode, options))
+            provenance=_provenance(source, mode, options, source_sha256))
         info = float_info if mode == "float32" else read_model(paths[mode])
         results.append(ModeResult(mode, paths[mode], paths[mode].stat().st_size,
                                   latency_ms(paths[mode], options.latency_runs), info.inputs[0].type,
@@ -463,14 +464,14 @@ def _source_facts(source: SourceModel, src: "_TfSource | None", options: Quantiz
     return options.spec or DEFAULT_SPEC, options.labels, None
 
 
-def _provenance(source: SourceModel, mode: str, options: QuantizeOptions) -> dict:
+def _provenance(source: SourceModel, mode: str, options: QuantizeOptions, source_sha256: str) -> dict:
     quant: dict = {"mode": mode}
     if mode in _CALIBRATED:
         quant.update(per_channel=not options.per_tensor, calibration=Path(options.calibration).name,
                      samples=options.samples, stride=options.stride)
     if mode == "int8":
         quant["io"] = options.io or ("int8" if source.kind == "tflite" else "uint8")
-    prov = {"source": source.path.name, "source_sha256": manifests.source_sha256(source.path),
+    prov = {"source": source.path.name, "source_sha256": source_sha256,
             "source_kind": source.kind, "exporter": "edge-host quantize", "quantization": quant}
     if source.kind == "tflite":
         prov["quantizer"] = "ai-edge-quantizer"
