@@ -29,6 +29,11 @@ class Frame:
     captured_ns: int      # time.monotonic_ns() at capture, for latency and frame age
     format: str = "BGR"   # colour order in memory
 
+    @classmethod
+    def captured_now(cls, image: np.ndarray, index: int, format: str = "BGR") -> Frame:
+        """A frame stamped with the current wall-clock and monotonic times."""
+        return cls(image, index, time.time(), time.monotonic_ns(), format)
+
     @property
     def size(self) -> tuple[int, int]:
         """(width, height) of the picture."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import cv2
@@ -44,7 +43,7 @@ class ImageFolderSource:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise SourceError(f"cannot decode image {str(path)!r}", "remove it or convert it to JPEG/PNG")
-        frame = Frame(image=image, index=self._index, timestamp=time.time(), captured_ns=time.monotonic_ns())
+        frame = Frame.captured_now(image, self._index)
         self._index += 1
         return frame
 

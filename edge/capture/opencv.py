@@ -29,10 +29,6 @@ from edge.errors import SourceError
 log = logging.getLogger(__name__)
 
 
-def _frame(image, index: int) -> Frame:
-    return Frame(image=image, index=index, timestamp=time.time(), captured_ns=time.monotonic_ns())
-
-
 class VideoFileSource:
     """A video file, paced at its frame rate (``realtime``) or read as fast as it is consumed."""
 
@@ -85,7 +81,7 @@ class VideoFileSource:
             if delay > 0:
                 time.sleep(delay)
         self._since_start += 1
-        frame = _frame(image, self._index)
+        frame = Frame.captured_now(image, self._index)
         self._index += 1
         return frame
 
@@ -178,7 +174,7 @@ class CameraSource:
         if not ok:
             raise SourceError(f"camera {self.device!r} stopped delivering frames",
                               "check the cable and `dmesg` for USB resets")
-        frame = _frame(image, self._index)
+        frame = Frame.captured_now(image, self._index)
         self._index += 1
         return frame
 
@@ -212,7 +208,7 @@ class StreamSource:
         if not ok:
             log.info("stream %s ended", self.name)
             return None
-        frame = _frame(image, self._index)
+        frame = Frame.captured_now(image, self._index)
         self._index += 1
         return frame
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import time
 
 import numpy as np
 
@@ -121,8 +120,7 @@ class Picamera2Source:
         if self._cam is None:
             raise SourceError(f"source {self.name} is not open")
         array = self._cam.capture_array(self.stream)
-        frame = Frame(image=self._as_frame_image(array), index=self._index, timestamp=time.time(),
-                      captured_ns=time.monotonic_ns(), format=self.format)
+        frame = Frame.captured_now(self._as_frame_image(array), self._index, self.format)
         self._index += 1
         return frame
 
