@@ -84,16 +84,6 @@ class Table:
         _check(self.buf, start, size * n)
         return struct.unpack_from(f"<{n}{fmt}", self.buf, start)
 
-    def strings(self, index: int) -> list[str]:
-        start, n = self._vector(index)
-        out = []
-        for i in range(n):
-            s = start + 4 * i + _unpack("<I", self.buf, start + 4 * i)
-            length = _unpack("<I", self.buf, s)
-            _check(self.buf, s + 4, length)
-            out.append(bytes(self.buf[s + 4:s + 4 + length]).decode("utf-8", "replace"))
-        return out
-
     def vector_span(self, index: int, element_size: int = 1) -> tuple[int, int]:
         """(offset of the first element, number of elements) of vector field ``index``; (0, 0) if absent.
 
@@ -102,11 +92,6 @@ class Table:
         start, n = self._vector(index)
         _check(self.buf, start, element_size * n)
         return start, n
-
-    def vector_bytes(self, index: int) -> bytes:
-        start, n = self._vector(index)
-        _check(self.buf, start, n)
-        return bytes(self.buf[start:start + n])
 
 
 def _check(buf: bytes | memoryview, start: int, size: int) -> None:
