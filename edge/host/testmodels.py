@@ -281,12 +281,17 @@ def _frames(calibration: Path) -> list[np.ndarray]:
     import cv2
     cap = cv2.VideoCapture(str(calibration))
     frames = []
+    index, last = 0, max(REFERENCE_FRAMES)
     ok, image = cap.read()
-    while ok:
-        frames.append(image)
+    while ok:                       # keep only the reference frames, stop after the last one
+        if index in REFERENCE_FRAMES:
+            frames.append(image)
+        if index == last:
+            break
+        index += 1
         ok, image = cap.read()
     cap.release()
-    return [frames[i] for i in REFERENCE_FRAMES if i < len(frames)]
+    return frames
 
 
 def input_spec(layout: str) -> InputSpec:
