@@ -7,6 +7,7 @@ come from here (op, names, signature), never from guessing by tensor size.
 
 from __future__ import annotations
 
+import io
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -262,10 +263,10 @@ def _opcode_name(table: flatbuffer.Table) -> tuple[str, bool]:
     return BUILTIN_OPERATORS[code], False
 
 
-def _associated_files(path: Path) -> tuple[str, ...]:
+def _associated_files(data: bytes) -> tuple[str, ...]:
     """Names of files zipped behind the model (TFLite Support metadata packs labels this way)."""
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
             return tuple(archive.namelist())
     except (zipfile.BadZipFile, OSError):
         return ()
@@ -308,4 +309,4 @@ def read_model(path: str | Path) -> ModelInfo:
     return ModelInfo(path=path, size_bytes=len(data), description=model.string(3) or "",
                      inputs=inputs, outputs=outputs, tensors=tensors, ops=tuple(ops),
                      subgraphs=len(subgraphs), signatures=tuple(signatures), metadata=metadata,
-                     associated_files=_associated_files(path), buffer_spans=buffer_spans)
+                     associated_files=_associated_files(data), buffer_spans=buffer_spans)
