@@ -57,7 +57,9 @@ class Loaded:
 
 
 def _inferred_manifest(model_path: Path) -> Manifest:
-    return Manifest(path=None, name=model_path.stem, models={"cpu": model_path})
+    """The manifest of a model given without one: its role is what the file is (compiled or not)."""
+    role = "edgetpu" if read_model(model_path).edgetpu else "cpu"
+    return Manifest(path=None, name=model_path.stem, models={role: model_path})
 
 
 def resolve(cfg: ModelConfig) -> ModelSet:

@@ -44,3 +44,21 @@ def test_enumerates_usb_and_pci_from_recorded_tree(data_dir):
 
 def test_no_devices_on_an_empty_tree(tmp_path):
     assert enumerate_devices(tmp_path / "sys", tmp_path / "dev") == []
+
+
+def test_a_compiled_model_given_without_a_manifest_is_taken_as_an_edge_tpu_model(int8_model, tmp_path,
+                                                                                 monkeypatch):
+    """A bare ``*_edgetpu.tflite`` (a stand-in: no compiler here, see fake_edgetpu_model) is an
+    Edge TPU model, not a CPU one; with no Edge TPU and no CPU twin the load says so."""
+    from edge.config import ModelConfig
+    from edge.errors import ModelError
+    from edge.runtime import edgetpu, loader
+    from tests.helpers import fake_edgetpu_model
+
+    compiled = fake_edgetpu_model(int8_model, tmp_path / "person_edgetpu.tflite")
+    models = loader.resolve(ModelConfig(path=str(compiled)))
+    assert models.requested_role == "edgetpu" and models.path_for("cpu") is None
+    assert loader.resolve(ModelConfig(path=str(int8_model))).requested_role == "cpu"
+    monkeypatch.setattr(edgetpu, "enumerate_devices", lambda *a, **k: [])
+    with pytest.raises(ModelError, match="compiled for the Edge TPU"):
+        loader.load(ModelConfig(path=str(compiled)))
