@@ -53,6 +53,14 @@ class Transform:
         np.clip(out[:, 1::2], 0, self.frame_h, out=out[:, 1::2])
         return out
 
+    def points_to_frame(self, points: np.ndarray) -> np.ndarray:
+        """[..., 2] (x, y) normalised to the model input → frame pixels (not clipped: a keypoint may
+        lie outside the frame, e.g. an occluded joint)."""
+        out = np.empty_like(points, dtype=np.float32)
+        out[..., 0] = (points[..., 0] * self.input_w - self.pad_x) / self.scale_x
+        out[..., 1] = (points[..., 1] * self.input_h - self.pad_y) / self.scale_y
+        return out
+
 
 def quantization_lut(spec: InputSpec, tensor: TensorInfo) -> np.ndarray | None:
     """[256, 1, 3] table pixel → tensor value per channel, or None when it is the identity."""

@@ -33,6 +33,7 @@ from edge.web.page import PAGE
 
 log = logging.getLogger(__name__)
 
+KEYPOINT_BGR = (0, 255, 255)   # yellow: keypoints (face landmarks, pose joints)
 BOX_BGR = (255, 0, 255)      # magenta: rare in street scenes, easy to find in a screenshot
 BOUNDARY = "edgeframe"
 PAGE_BYTES = PAGE.encode("utf-8")
@@ -59,6 +60,8 @@ def annotate(result: FrameResult) -> np.ndarray:
             continue
         x0, y0, x1, y1 = (int(round(v)) for v in det.box)
         cv2.rectangle(image, (x0, y0), (x1, y1), BOX_BGR, thick)
+        for x, y in det.keypoints:
+            cv2.circle(image, (int(round(x)), int(round(y))), thick + 1, KEYPOINT_BGR, -1, cv2.LINE_AA)
         text = f"{det.label} {det.score:.2f}"
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
         ty = max(th + base, y0)

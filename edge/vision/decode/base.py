@@ -26,16 +26,21 @@ class Detection:
     class_id: int
     score: float
     box: tuple[float, float, float, float]   # xmin, ymin, xmax, ymax in original-frame pixels
+    keypoints: tuple[tuple[float, float], ...] = ()   # (x, y) in original-frame pixels, model order
 
     def as_dict(self) -> dict:
-        return {"label": self.label, "class_id": self.class_id, "score": round(self.score, 4),
-                "box": [round(v, 1) for v in self.box]}
+        out = {"label": self.label, "class_id": self.class_id, "score": round(self.score, 4),
+               "box": [round(v, 1) for v in self.box]}
+        if self.keypoints:
+            out["keypoints"] = [[round(x, 1), round(y, 1)] for x, y in self.keypoints]
+        return out
 
 
 class RawDetections(NamedTuple):
     boxes: np.ndarray      # [N, 4] float32 xmin, ymin, xmax, ymax normalised to the model input
     scores: np.ndarray     # [N] float32
     class_ids: np.ndarray  # [N] int
+    keypoints: np.ndarray | None = None   # [N, K, 2] float32 x, y normalised to the model input
 
 
 EMPTY = RawDetections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
@@ -142,6 +147,9 @@ def finish(raw: RawDetections, transform: Transform, params: FinishParams) -> tu
     if params.max_detections:
         idx = idx[:params.max_detections]
     boxes = transform.boxes_to_frame(raw.boxes[idx])
+    points: list = [()] * len(idx)
+    if raw.keypoints is not None and raw.keypoints.shape[1]:
+        points = [tuple((float(x), float(y)) for x, y in p) for p in transform.points_to_frame(raw.keypoints[idx])]
     return tuple(
-        Detection(label_name(params.labels, int(c)), int(c), float(s), tuple(float(v) for v in b))
-        for b, s, c in zip(boxes, raw.scores[idx], raw.class_ids[idx]))
+        Detection(label_name(params.labels, int(c)), int(c), float(s), tuple(float(v) for v in b), k)
+        for b, s, c, k in zip(boxes, raw.scores[idx], raw.class_ids[idx], points))
