@@ -31,4 +31,8 @@ python3 -m venv .venv
 # tensorflow-model-optimization an old absl-py; their real dependencies come with the host extra.
 .venv/bin/pip install --quiet --no-deps tf-keras==2.21.0 tensorflow-model-optimization==0.8.1
 
+# Third-party models for tests/conformance: MediaPipe's detectors ship in this wheel. It is installed
+# as data only (--no-deps, never imported); later releases no longer carry the .tflite files.
+.venv/bin/pip install --quiet --no-deps mediapipe==0.10.21
+
 exec .venv/bin/python -m pytest "$@"
