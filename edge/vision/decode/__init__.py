@@ -40,6 +40,7 @@ LAYOUTS: dict[str, Layout] = {
     ssd_postprocess.LAYOUT: Layout(ssd_postprocess.build, ssd_postprocess.identify,
                                    "SSD with TFLite_Detection_PostProcess in the model (Coral zoo, TF1/TF2 exports)"),
     yolo.V8: Layout(yolo.build_v8, yolo.identify_v8, "YOLOv8/v11 raw head [1, 4+nc, N] or transposed"),
+    yolo.POSE: Layout(yolo.build_pose, yolo.identify_pose, "Ultralytics pose head [1, 4+nc+K*D, N] with keypoints"),
     yolo.V5: Layout(yolo.build_v5, yolo.identify_v5, "YOLOv5 raw head [1, N, 5+nc] with objectness"),
     ssd_anchors.LAYOUT: Layout(ssd_anchors.build, ssd_anchors.identify,
                                "raw SSD box encodings + class logits decoded against anchors (MediaPipe style)"),

@@ -1,7 +1,9 @@
 """YOLO raw heads: v5 ([1, N, 5+nc], objectness) and v8/v11 ([1, 4+nc, N] or transposed).
 
 Both carry boxes as (cx, cy, w, h), normalised to the input by the TFLite exports of the YOLOv5
-repository and of Ultralytics (``box_units = "pixels"`` for exports that keep input pixels), and
+repository and of Ultralytics (``box_units = "pixels"`` for exports that keep input pixels; for an
+Ultralytics export without that key the metadata's version and export arguments decide, see
+:mod:`edge.runtime.ultralytics`), and
 per-class scores that are already sigmoid-activated. v5 multiplies them by an objectness column.
 
 An int8/uint8 output is dequantised with its own scale and zero point, but only for the
@@ -16,16 +18,14 @@ manifest must say ``channels_first``.
 
 from __future__ import annotations
 
-import ast
-import json
 import logging
 import math
-import zipfile
 
 import numpy as np
 
 from edge.errors import ModelError
 from edge.runtime.manifest import Manifest
+from edge.runtime import ultralytics
 from edge.runtime.model import ModelInfo, TensorInfo
 from edge.vision.decode.base import EMPTY, DecodeParams, RawDetections, dequantize, first_set, output_params
 from edge.vision.decode.nms import batched_nms, nms
@@ -39,23 +39,7 @@ DEFAULT_IOU = 0.45
 DEFAULT_MAX = 100
 
 
-def ultralytics_metadata(model: ModelInfo) -> dict | None:
-    """The metadata Ultralytics zips behind its TFLite exports (``metadata.json``, or the older
-    ``metadata.txt`` holding a Python-literal dict); None when the model has none."""
-    name = next((n for n in ("metadata.json", "metadata.txt") if n in model.associated_files), None)
-    if name is None:
-        return None
-    try:
-        with zipfile.ZipFile(model.path) as archive:
-            text = archive.read(name).decode("utf-8")
-        meta = json.loads(text) if name.endswith(".json") else ast.literal_eval(text)
-    except (OSError, zipfile.BadZipFile, UnicodeDecodeError, ValueError, SyntaxError) as exc:
-        log.warning("%s: unreadable %s (%s); ignoring it", model.path.name, name, exc)
-        return None
-    return meta if isinstance(meta, dict) and "names" in meta else None
-
-
-def _quantized_threshold(threshold: float, tensor: TensorInfo) -> int | None:
+def quantized_threshold(threshold: float, tensor: TensorInfo) -> int | None:
     """Smallest raw code whose real value is ≥ threshold; None for float tensors."""
     if not tensor.quantized:
         return None
@@ -77,7 +61,7 @@ class YoloDecoder:
         self.first_class = 5 if layout == V5 else 4
         self.box_divisor = np.array([*input_size, *input_size], np.float32) if pixels else None
         self.threshold = candidate_threshold
-        self.raw_threshold = _quantized_threshold(candidate_threshold, tensor)
+        self.raw_threshold = quantized_threshold(candidate_threshold, tensor)
         self.iou_threshold = iou_threshold
         self.max_detections = max_detections
         self.agnostic = agnostic
@@ -116,30 +100,25 @@ class YoloDecoder:
         return RawDetections(boxes[idx], scores[idx].astype(np.float32), class_ids[idx].astype(np.int64))
 
 
-def _num_classes(model: ModelInfo, opts: dict, params: DecodeParams) -> int:
+def num_classes(model: ModelInfo, opts: dict, params: DecodeParams, meta: ultralytics.UltralyticsMeta | None) -> int:
+    """Class count: manifest ``num_classes``, else the Ultralytics metadata's names, else the labels."""
     if opts["num_classes"]:
         return int(opts["num_classes"])
-    meta = ultralytics_metadata(model)
     if meta is not None:
-        return len(meta["names"])
+        return max(meta.names) + 1
     if params.num_classes:
         return params.num_classes
     raise ModelError(f"cannot tell how many classes {model.path.name} has",
                      "set output.num_classes in its manifest, or give a labels file")
 
 
-def build(layout: str, model: ModelInfo, manifest: Manifest, params: DecodeParams) -> YoloDecoder:
-    opts = output_params(manifest, layout, SPEC)
-    if len(model.outputs) != 1:
-        raise ModelError(f"{model.path.name} has {len(model.outputs)} outputs; layout {layout} needs one "
-                         "[1, C, N] or [1, N, C] output", "check --layout / output.layout")
+def channels_first_of(model: ModelInfo, layout: str, channels: int, opts: dict, what: str) -> bool:
+    """Whether the single [1, C, N] / [1, N, C] output has its ``channels`` on axis 1."""
     tensor = model.outputs[0]
     shape = tensor.shape
-    nc = _num_classes(model, opts, params)
-    channels = nc + (5 if layout == V5 else 4)
     if len(shape) != 3 or shape[0] != 1 or channels not in shape[1:]:
         raise ModelError(f"{model.path.name} output {tensor.name!r} has shape {list(shape)}; layout {layout} "
-                         f"with {nc} classes expects [1, {channels}, N] or [1, N, {channels}]",
+                         f"with {what} expects [1, {channels}, N] or [1, N, {channels}]",
                          "pick the layout that matches the export (yolov5 has an objectness column) or fix "
                          "output.num_classes")
     if opts["channels_first"] is not None:
@@ -147,16 +126,46 @@ def build(layout: str, model: ModelInfo, manifest: Manifest, params: DecodeParam
         if shape[1 if channels_first else 2] != channels:
             raise ModelError(f"output.channels_first = {channels_first} but {list(shape)} has no {channels} "
                              f"channels on that axis")
-    elif shape[1] == channels and shape[2] == channels:
+        return channels_first
+    if shape[1] == channels and shape[2] == channels:
         raise ModelError(f"{model.path.name} output {list(shape)} could be channels-first or -last",
                          "set output.channels_first in the manifest")
+    return shape[1] == channels
+
+
+def units(model: ModelInfo, manifest: Manifest, opts: dict, key: str, meta: ultralytics.UltralyticsMeta | None,
+          from_meta) -> str:
+    """``normalized`` or ``pixels`` for ``output.<key>``: the manifest's, else what the Ultralytics
+    metadata implies (``from_meta(meta)`` → (units, why), logged), else normalised."""
+    if key in manifest.output or meta is None:
+        value = opts[key]
     else:
-        channels_first = shape[1] == channels
-    if opts["box_units"] not in ("normalized", "pixels"):
-        raise ModelError(f"output.box_units = {opts['box_units']!r} is not one of normalized, pixels")
+        value, why = from_meta(meta)
+        log.info("%s: %s %s (%s; output.%s overrides)", model.path.name, key, value, why, key)
+    if value not in ("normalized", "pixels"):
+        raise ModelError(f"output.{key} = {value!r} is not one of normalized, pixels")
+    return value
+
+
+def _single_output(model: ModelInfo, layout: str) -> None:
+    if len(model.outputs) != 1:
+        raise ModelError(f"{model.path.name} has {len(model.outputs)} outputs; layout {layout} needs one "
+                         "[1, C, N] or [1, N, C] output", "check --layout / output.layout")
+
+
+def build(layout: str, model: ModelInfo, manifest: Manifest, params: DecodeParams) -> YoloDecoder:
+    opts = output_params(manifest, layout, SPEC)
+    meta = ultralytics.read_metadata(model)
+    if meta is not None:
+        ultralytics.refuse_unsupported(meta, model.path.name)
+    _single_output(model, layout)
+    nc = num_classes(model, opts, params, meta)
+    channels = nc + (5 if layout == V5 else 4)
+    channels_first = channels_first_of(model, layout, channels, opts, f"{nc} classes")
+    pixels = units(model, manifest, opts, "box_units", meta, ultralytics.box_units) == "pixels"
     _, height, width, _ = model.inputs[0].shape
     return YoloDecoder(
-        layout, tensor, nc, channels_first, opts["box_units"] == "pixels", (width, height),
+        layout, model.outputs[0], nc, channels_first, pixels, (width, height),
         candidate_threshold=first_set(params.score_threshold, opts["candidate_threshold"], 0.25),
         iou_threshold=first_set(params.iou_threshold, opts["iou_threshold"], DEFAULT_IOU),
         max_detections=int(first_set(params.max_detections, opts["max_detections"], DEFAULT_MAX)),
@@ -172,10 +181,34 @@ def build_v8(model: ModelInfo, manifest: Manifest, params: DecodeParams) -> Yolo
 
 
 def identify_v8(model: ModelInfo) -> bool:
-    """Ultralytics exports (v8, v11, and v5u) say so in their metadata; their head is the v8 one."""
-    meta = ultralytics_metadata(model)
-    return meta is not None and meta.get("task", "detect") == "detect" and len(model.outputs) == 1
+    """Ultralytics detect exports (v8, v11, v5u) say so in their metadata; their head is the v8 one.
+
+    Segment and obb exports (and in-model NMS) are refused here with a ModelError, so that no
+    other layout decodes them wrongly.
+    """
+    meta = ultralytics.read_metadata(model)
+    if meta is None or meta.source == ultralytics.YOLOV5_FILE:
+        return False
+    ultralytics.refuse_unsupported(meta, model.path.name)
+    return meta.task == "detect" and len(model.outputs) == 1
 
 
 def identify_v5(model: ModelInfo) -> bool:
-    return False   # the YOLOv5 repository's exports carry no marker: the manifest or --layout says
+    """The YOLOv5 repository's TFLite exports carry ``meta.txt`` (stride, names); others need the
+    manifest or --layout."""
+    meta = ultralytics.read_metadata(model)
+    return meta is not None and meta.source == ultralytics.YOLOV5_FILE and len(model.outputs) == 1
+
+
+POSE = "yolov8_pose"
+
+
+def build_pose(model: ModelInfo, manifest: Manifest, params: DecodeParams):
+    """The pose head's decoder, :mod:`edge.vision.decode.pose` (which builds on this module)."""
+    from edge.vision.decode import pose
+    return pose.build(model, manifest, params)
+
+
+def identify_pose(model: ModelInfo) -> bool:
+    from edge.vision.decode import pose
+    return pose.identify(model)
