@@ -151,14 +151,19 @@ def test_ssd_anchors_mediapipe_options_and_roles():
               inputs=(1, 128, 128, 3))
     opts = {"input_size_width": 128, "input_size_height": 128, "num_layers": 4, "min_scale": 0.1484375,
             "max_scale": 0.75, "strides": [8, 16, 16, 16], "fixed_anchor_size": True}
-    # BlazeFace: x, y, w, h in input pixels (scales 128), linear sizes; 16 values per anchor (keypoints).
-    with pytest.raises(ModelError, match="do not match 896 anchors"):
-        make_decoder(m, manifest(layout="ssd_anchors", anchor_options=opts), DecodeParams())
+    # BlazeFace: x, y, w, h in input pixels (scales 128), linear sizes; 16 values per anchor = box + 6 keypoints.
+    dec = make_decoder(m, manifest(layout="ssd_anchors", anchor_options=opts), DecodeParams())
+    assert dec.keypoints == 6
+    with pytest.raises(ModelError, match="do not match 2016 anchors"):
+        make_decoder(m, manifest(layout="ssd_anchors", anchor_options={**opts, "input_size_width": 192,
+                                                                       "input_size_height": 192}), DecodeParams())
     with pytest.raises(ModelError, match="no boxes output named box_encodings"):
         make_decoder(model([out((1, 896, 4), name="a"), out((1, 896, 1), name="b", index=1)]),
                      manifest(layout="ssd_anchors", anchor_options=opts), DecodeParams())
+    # Not a MediaPipe detector edge knows (64x64 input): the anchors must come from the manifest.
+    head = model([out((1, 896, 16), name="regressors", index=0), out((1, 896, 1), name="classificators", index=1)])
     with pytest.raises(ModelError, match="needs anchors"):
-        make_decoder(m, manifest(layout="ssd_anchors"), DecodeParams())
+        make_decoder(head, manifest(layout="ssd_anchors"), DecodeParams())
 
 
 def test_classification_top_k_int8_and_postprocess():
