@@ -12,8 +12,15 @@ Source: "TensorFlow models on the Edge TPU" (https://coral.ai/docs/edgetpu/model
 
 This predicts what ``edgetpu_compiler`` will map without needing the compiler (which exists only for
 x86-64 Linux). The compiler has limits that cannot be read from the file (on-chip memory, "certain
-reshapes might not be mapped for large tensor sizes", precision-driven resize decisions), so the
-real mapping is the compiler's log (``edge-host compile``); this check says why an op cannot map.
+reshapes might not be mapped for large tensor sizes", and RESIZE_BILINEAR / RESIZE_NEAREST_NEIGHBOR,
+which "depending on input/output size ... might not be mapped to the Edge TPU to avoid loss in
+precision" by an undisclosed rule, google-coral/edgetpu#31), so the real mapping is the compiler's
+log (``edge-host compile``); this check says why an op cannot map, and names the resize ops whose
+mapping the compiler decides by size (``size_dependent``) with what would follow if one stayed on
+the CPU. ``check_model(model, assume_cpu={i})`` replays that case, e.g. from a compiler log.
+
+Checked against the real compiler's output: tests/conformance/test_edgetpu_twins.py compares this
+prediction with the ``_edgetpu`` twins of Coral's test models, made by Google's edgetpu_compiler.
 """
 
 from __future__ import annotations
@@ -80,12 +87,23 @@ SUPPORTED_OPS: dict[str, str] = {
 
 SOFTMAX_MAX_ELEMENTS = 16000
 
+# The LSTM ops' cell-state input (TFLite schema: input 19 of LSTM and UNIDIRECTIONAL_SEQUENCE_LSTM).
+# In a full-integer LSTM it is int16 by TFLite's quantization spec (8-bit activations, 16-bit cell
+# state); the compiler maps such an LSTM whole (keras_lstm_mnist_ptq_edgetpu.tflite of Coral's test
+# data: its int16 cell state is an input of edgetpu-custom-op).
+LSTM_OPS = frozenset({"LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM"})
+LSTM_CELL_STATE_INPUT = 19
+
+# Ops the compiler maps or not depending on tensor sizes, by a rule it does not disclose.
+SIZE_DEPENDENT_OPS = frozenset({"RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR"})
+
 # Status categories, worded like the compiler's operation log where it has a wording.
 UNSUPPORTED_OP = "Operation not supported"
 UNSUPPORTED_TYPE = "Operation is working on an unsupported data type"
 DYNAMIC_SHAPE = "Tensor has a dynamic shape"
 TOO_MANY_DIMS = "Tensor has more than 3 dimensions larger than 1"
 LIMITATION = "Operation violates a documented limitation"
+ASSUMED_CPU = "Assumed on the CPU (given by the caller)"
 AFTER_CPU_OP = "More than one subgraph is not supported"     # the compiler's words for ops after a CPU op
 
 
@@ -127,6 +145,9 @@ class CheckReport:
     path: Path
     verdicts: tuple[OpVerdict, ...]
     problems: tuple[str, ...]     # model-level findings (not quantized, several subgraphs, ...)
+    # Mapped ops whose mapping the compiler decides by size (SIZE_DEPENDENT_OPS): (index, CPU ops
+    # of the whole model if that op stayed on the CPU, with everything depending on it).
+    size_dependent: tuple[tuple[int, int], ...] = ()
 
     @property
     def tpu_ops(self) -> int:
@@ -135,6 +156,16 @@ class CheckReport:
     @property
     def cpu_ops(self) -> int:
         return len(self.verdicts) - self.tpu_ops
+
+    @property
+    def tpu_subgraphs(self) -> int:
+        """Edge TPU subgraphs (``edgetpu-custom-op`` ops) the compiler would make: it partitions once,
+        so every mapped op is in one subgraph."""
+        return 1 if self.tpu_ops else 0
+
+    def cpu_op_counts(self) -> dict[str, int]:
+        """Operator name -> how many of them run on the CPU (what stays outside edgetpu-custom-op)."""
+        return dict(Counter(v.name for v in self.verdicts if not v.on_tpu))
 
     @property
     def first_cpu_op(self) -> OpVerdict | None:
@@ -154,9 +185,13 @@ class CheckReport:
         out += [f"{name:<32}{n:<8}{status}" for name, n, status in self.table()]
         out.append(f"Number of operations that would run on Edge TPU: {self.tpu_ops}")
         out.append(f"Number of operations that would run on CPU: {self.cpu_ops}")
+        out.append(f"Number of Edge TPU subgraphs: {self.tpu_subgraphs}")
         first = self.first_cpu_op
         if first is not None:
             out.append(f"first op on the CPU: {first.describe()}")
+        for index, cpu_ops in self.size_dependent:
+            out.append(f"size-dependent: #{index} {self.verdicts[index].name} may stay on the CPU (the compiler "
+                       f"decides by input/output size); then {cpu_ops} ops would run on the CPU")
         if details:
             out += [f"  {v.describe()}" for v in self.verdicts if not v.on_tpu]
         return out
@@ -164,7 +199,10 @@ class CheckReport:
     def as_dict(self) -> dict:
         first = self.first_cpu_op
         return {"model": str(self.path), "tpu_ops": self.tpu_ops, "cpu_ops": self.cpu_ops,
+                "tpu_subgraphs": self.tpu_subgraphs, "cpu_op_counts": self.cpu_op_counts(),
                 "problems": list(self.problems),
+                "size_dependent": [{"index": i, "operator": self.verdicts[i].name, "cpu_ops_if_on_cpu": n}
+                                   for i, n in self.size_dependent],
                 "first_cpu_op": None if first is None else {"index": first.index, "name": first.name,
                                                             "reason": first.reason, "detail": first.detail},
                 "operators": [{"operator": o, "count": n, "status": s} for o, n, s in self.table()]}
@@ -185,14 +223,17 @@ def _axes(model: ModelInfo, tensor_index: int, rank: int) -> tuple[int, ...] | N
     return tuple(int(a) % rank if rank else int(a) for a in np.atleast_1d(value))
 
 
-def _tensor_problem(model: ModelInfo, index: int) -> tuple[str, str]:
-    """(category, detail) of why tensor ``index`` cannot be used on the Edge TPU, or ('', '')."""
+def _tensor_problem(model: ModelInfo, index: int, allowed: frozenset[str] = QUANTIZED_TYPES) -> tuple[str, str]:
+    """(category, detail) of why tensor ``index`` cannot be used on the Edge TPU, or ('', '').
+
+    ``allowed``: the quantized types accepted for this (non-constant) tensor.
+    """
     tensor = model.tensors[index]
     if model.is_constant(index):
         if tensor.type not in CONSTANT_TYPES:
             return UNSUPPORTED_TYPE, f"{tensor.type.lower()} constant {tensor.name!r}"
         return "", ""
-    if tensor.type not in QUANTIZED_TYPES or tensor.quantization is None:
+    if tensor.type not in allowed or tensor.quantization is None:
         return UNSUPPORTED_TYPE, f"{tensor.type.lower()} tensor {tensor.name!r}, expected quantized int8/uint8"
     if tensor.dynamic:
         return DYNAMIC_SHAPE, f"{tensor.name!r} has shape signature {list(tensor.shape_signature)}"
@@ -265,13 +306,25 @@ def _op_limit(model: ModelInfo, op: OpInfo) -> str:
     return ""
 
 
+def _allowed_input_types(op: OpInfo, position: int) -> frozenset[str]:
+    """Quantized types accepted for input ``position`` of ``op`` (int16 only for an LSTM's cell state)."""
+    if op.name in LSTM_OPS and position == LSTM_CELL_STATE_INPUT:
+        return QUANTIZED_TYPES | {"INT16"}
+    return QUANTIZED_TYPES
+
+
 def _op_reason(model: ModelInfo, op: OpInfo) -> tuple[str, str]:
     """(category, detail) of why ``op`` itself cannot run on the Edge TPU, or ('', '')."""
     if op.custom:
         return UNSUPPORTED_OP, f"custom op {op.name!r} is not in the Edge TPU's supported operations"
     if op.name not in SUPPORTED_OPS:
         return UNSUPPORTED_OP, f"{op.name} is not in the Edge TPU's supported operations"
-    for index in [*op.inputs, *op.outputs]:
+    for position, index in enumerate(op.inputs):
+        if index >= 0:
+            problem = _tensor_problem(model, index, _allowed_input_types(op, position))
+            if problem[0]:
+                return problem
+    for index in op.outputs:
         if index >= 0:
             problem = _tensor_problem(model, index)
             if problem[0]:
@@ -288,8 +341,12 @@ def _is_input_conversion(model: ModelInfo, op: OpInfo) -> bool:
             and model.tensors[op.outputs[0]].type in QUANTIZED_TYPES)
 
 
-def check_model(model: ModelInfo) -> CheckReport:
-    """Predict the Edge TPU mapping of the main subgraph of ``model``."""
+def check_model(model: ModelInfo, assume_cpu: frozenset[int] | set[int] = frozenset()) -> CheckReport:
+    """Predict the Edge TPU mapping of the main subgraph of ``model``.
+
+    ``assume_cpu``: indices of ops to treat as staying on the CPU although the file shows no reason
+    (the compiler's size-dependent decisions, e.g. read from its log); what depends on them follows.
+    """
     problems = []
     if model.edgetpu:
         problems.append("the model is already compiled for the Edge TPU (contains edgetpu-custom-op)")
@@ -299,11 +356,25 @@ def check_model(model: ModelInfo) -> CheckReport:
     if model.precision != "int8":
         problems.append(f"the model is {model.precision}, not full-integer int8: the compiler rejects it "
                         "(\"Model not quantized\"); quantize it with edge-host quantize --mode int8")
+    unknown = sorted(i for i in assume_cpu if not 0 <= i < len(model.ops))
+    if unknown:
+        raise ValueError(f"assume_cpu: no op #{unknown[0]} in {model.path.name} (ops 0..{len(model.ops) - 1})")
+    verdicts = _partition(model, frozenset(assume_cpu))
+    size_dependent = tuple(
+        (v.index, sum(not w.on_tpu for w in _partition(model, frozenset(assume_cpu) | {v.index})))
+        for v in verdicts if v.on_tpu and v.name in SIZE_DEPENDENT_OPS)
+    return CheckReport(model.path, verdicts, tuple(problems), size_dependent)
+
+
+def _partition(model: ModelInfo, assume_cpu: frozenset[int]) -> tuple[OpVerdict, ...]:
+    """One verdict per op: its own reason, else the CPU op it depends on (the compiler partitions once)."""
     producer = {t: i for i, op in enumerate(model.ops) for t in op.outputs}
     verdicts: list[OpVerdict] = []
     cpu_source: dict[int, int] = {}       # op index -> the CPU op it depends on (itself if unsupported)
     for i, op in enumerate(model.ops):
         reason, detail = _op_reason(model, op)
+        if not reason and i in assume_cpu:
+            reason, detail = ASSUMED_CPU, "the compiler keeps it on the CPU (size-dependent limit)"
         conversion = bool(reason) and _is_input_conversion(model, op)
         blocked = None
         for t in op.inputs:
@@ -316,7 +387,7 @@ def check_model(model: ModelInfo) -> CheckReport:
         elif blocked is not None:
             cpu_source[i] = blocked
         verdicts.append(OpVerdict(i, op.name, reason, detail, blocked if not reason else None, conversion))
-    return CheckReport(model.path, tuple(verdicts), tuple(problems))
+    return tuple(verdicts)
 
 
 def check_file(path: str | Path) -> CheckReport:
