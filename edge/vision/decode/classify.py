@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from edge.errors import ModelError
+from edge.runtime import ultralytics
 from edge.runtime.manifest import Manifest
 from edge.runtime.model import ModelInfo
 from edge.vision.decode.base import DecodeParams, RawClasses, dequantize, first_set, output_params
@@ -43,6 +44,7 @@ class ClassifyDecoder:
 
 def build(model: ModelInfo, manifest: Manifest, params: DecodeParams) -> ClassifyDecoder:
     opts = output_params(manifest, LAYOUT, SPEC)
+    _check_ultralytics(model)
     if len(model.outputs) != 1 or int(np.prod(model.outputs[0].shape)) != model.outputs[0].shape[-1]:
         shapes = ", ".join(str(list(t.shape)) for t in model.outputs)
         raise ModelError(f"{model.path.name} has outputs {shapes}; layout {LAYOUT} needs one [1, classes] output",
@@ -53,7 +55,24 @@ def build(model: ModelInfo, manifest: Manifest, params: DecodeParams) -> Classif
     return ClassifyDecoder(model, top_k, opts["score"], bool(opts["background_class"]))
 
 
+def _check_ultralytics(model: ModelInfo) -> None:
+    """An Ultralytics export must be a classify one whose [1, nc] output has one value per name."""
+    meta = ultralytics.read_metadata(model)
+    if meta is None:
+        return
+    ultralytics.refuse_unsupported(meta, model.path.name)
+    classes = model.outputs[0].shape[-1]
+    if meta.task != "classify" or classes != len(meta.names):
+        raise ModelError(f"{model.path.name} is an Ultralytics {meta.task} export with {len(meta.names)} names "
+                         f"({meta.source}); layout {LAYOUT} needs a classify export with [1, {classes}] = one "
+                         "probability per name", "drop --layout / output.layout to use the model's own layout")
+
+
 def identify(model: ModelInfo) -> bool:
-    """One 2-D output and no detection op: what every image classifier export looks like."""
+    """One 2-D output and no detection op: what every image classifier export looks like (an
+    Ultralytics export must say task ``classify``; its output is softmax probabilities)."""
+    meta = ultralytics.read_metadata(model)
+    if meta is not None and meta.task != "classify":
+        return False
     return (len(model.outputs) == 1 and len(model.outputs[0].shape) == 2 and model.outputs[0].shape[0] == 1
             and model.outputs[0].shape[1] > 1)
