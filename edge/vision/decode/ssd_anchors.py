@@ -163,7 +163,8 @@ class SsdAnchorsDecoder:
         if self.score == "sigmoid":
             if self.clip > 0:
                 best = np.clip(best, -self.clip, self.clip)
-            best = 1.0 / (1.0 + np.exp(-best))
+            # sigmoid as tanh: no overflow for any logit (exp(100), MediaPipe's bound, overflows float32).
+            best = (0.5 + 0.5 * np.tanh(0.5 * best.astype(np.float64))).astype(np.float32)
         return class_ids, best
 
     def _boxes(self, enc: np.ndarray, a: np.ndarray) -> np.ndarray:
