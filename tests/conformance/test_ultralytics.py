@@ -1,0 +1,131 @@
+"""Ultralytics TFLite exports run with zero configuration, end to end on real frames.
+
+No real Ultralytics export is reachable here (only PyPI, no GitHub release assets), so these are
+supplements in Ultralytics' convention, built in the test: the project's tiny YOLOv8-layout test
+models (tests/data/models/yolov8*, classification) with the metadata zip appended exactly as each
+Ultralytics version writes it (``temp_meta.txt`` as ``str(dict)`` behind the flatbuffer for 8.0 –
+8.3.116, ``metadata.json`` with ``json.dumps(indent=2)`` for 8.3.117+; see
+tests/unit/test_ultralytics.py for the builders). The models run in ai-edge-litert with no
+manifest for the decoder, and must give the detections in their ``reference.json`` (computed by
+TensorFlow's own ops when the models were built).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.capture.base import Frame
+from edge.cli import main
+from edge.runtime.backend import TFLiteBackend
+from edge.runtime.interpreter import load_runtime
+from edge.runtime.manifest import Manifest, load_manifest
+from edge.runtime.model import read_model
+from edge.vision.decode import DecodeParams, identify_layout, make_decoder
+from edge.vision.preprocess import Preprocessor
+from tests.unit.test_ultralytics import MODELS, coco_names, exporter_dict, flatbuffer_of, write_export
+
+BARE = Manifest(path=None, name="bare")
+EXPORTS = [("temp_meta.txt", "8.0.200", None),               # tflite-support era, str(dict)
+           ("temp_meta.txt", "8.2.50", None),
+           ("temp_meta.txt", "8.3.40", {"batch": 1, "half": False, "int8": True, "nms": False, "fraction": 1.0}),
+           ("metadata.json", "8.3.170", {"batch": 1, "half": False, "int8": True, "nms": False, "fraction": 1.0})]
+
+
+def export(tmp_path: Path, source: str, name: str, meta: dict) -> Path:
+    return write_export(tmp_path / Path(source).name, flatbuffer_of(MODELS / source), name, meta)
+
+
+def run(path: Path, input_from: str, frames: list[np.ndarray], params: dict) -> tuple[object, list]:
+    """The decoder made with no manifest, and its outputs on the reference frames. The input
+    convention (pixels / 255, letterbox, pad 114) is taken from the test model's manifest: the
+    same one Ultralytics uses."""
+    reference = json.loads((MODELS / input_from / "reference.json").read_text())
+    spec = load_manifest(MODELS / input_from / "manifest.json").input
+    model = read_model(path)
+    backend = TFLiteBackend(model, load_runtime(), threads=1)
+    pre = Preprocessor(spec, model.inputs[0], backend.input_shape)
+    decoder = make_decoder(model, BARE, DecodeParams(params.get("score_threshold", 0.0),
+                                                     params.get("iou_threshold", 0.0),
+                                                     params.get("max_detections", params.get("top_k", 0))))
+    got = []
+    for index in reference["frames"]:
+        view = backend.input_view()
+        pre(Frame(frames[index], index, 0.0, 0), view)
+        del view
+        backend.invoke()
+        got.append(decoder(backend.outputs()))
+    backend.close()
+    return decoder, got
+
+
+def assert_detections(got, expected):
+    assert sum(len(e) for e in expected) > 0, "the reference has no detections to compare"
+    for raw, ref in zip(got, expected):
+        assert raw.class_ids.tolist() == [r["class_id"] for r in ref]
+        assert raw.scores.tolist() == pytest.approx([r["score"] for r in ref], abs=1e-5)
+        assert np.allclose(raw.boxes, np.array([r["box"] for r in ref]).reshape(-1, 4), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["int8", "float"])
+@pytest.mark.parametrize("name, version, args", EXPORTS)
+def test_detect_export_runs_without_a_manifest(tmp_path, clip_frames, kind, name, version, args):
+    path = export(tmp_path, f"yolov8/yolov8_{kind}.tflite", name, exporter_dict(version, "detect", coco_names(),
+                                                                               args=args))
+    assert identify_layout(read_model(path), BARE) == "yolov8"
+    reference = json.loads((MODELS / "yolov8/reference.json").read_text())
+    decoder, got = run(path, "yolov8", clip_frames, reference["params"])
+    assert decoder.layout == "yolov8" and decoder.num_classes == 80 and decoder.box_divisor is None
+    assert_detections(got, reference["models"][kind])
+
+
+def test_an_8_0_export_with_pixel_boxes_runs_without_a_manifest(tmp_path, clip_frames):
+    """yolov8_pixels keeps input pixels, as the TFLite head did before PR #3837 (8.0.13x)."""
+    path = export(tmp_path, "yolov8_pixels/yolov8_pixels_float.tflite", "temp_meta.txt",
+                  exporter_dict("8.0.100", "detect", coco_names()))
+    reference = json.loads((MODELS / "yolov8_pixels/reference.json").read_text())
+    decoder, got = run(path, "yolov8_pixels", clip_frames, reference["params"])
+    assert decoder.box_divisor is not None and not decoder.channels_first
+    assert_detections(got, reference["models"]["float"])
+
+
+@pytest.mark.parametrize("name", ["temp_meta.txt", "metadata.json"])
+def test_classify_export_runs_without_a_manifest(tmp_path, clip_frames, name):
+    names = {i: f"class_{i}" for i in range(10)}
+    path = export(tmp_path, "classification/classification_int8.tflite", name,
+                  exporter_dict("8.3.40", "classify", names))
+    reference = json.loads((MODELS / "classification/reference.json").read_text())
+    decoder, got = run(path, "classification", clip_frames, reference["params"])
+    assert decoder.layout == "classification"
+    for raw, ref in zip(got, reference["models"]["int8"]):
+        assert raw.class_ids.tolist() == [r["class_id"] for r in ref]
+        assert raw.scores.tolist() == pytest.approx([r["score"] for r in ref], abs=1e-5)
+
+
+# ---- the CLI: `edge info -m` / `edge run -m` on a bare export ----
+
+def test_edge_info_names_the_layout_of_a_bare_export(tmp_path, capsys):
+    path = export(tmp_path, "yolov8/yolov8_int8.tflite", "temp_meta.txt", exporter_dict("8.2.50", "detect",
+                                                                                      coco_names()))
+    assert main(["info", "-m", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "temp_meta.txt" in out and "output layout: yolov8" in out
+
+
+@pytest.mark.parametrize("task", ["segment", "obb"])
+@pytest.mark.parametrize("command", ["info", "run"])
+def test_segment_and_obb_exports_fail_with_exit_status_2(tmp_path, capsys, clip, task, command):
+    """The refusal comes from the metadata's task, before any output is decoded (the flatbuffer
+    here is the detect test model's: what matters is that nothing decodes it as something else)."""
+    path = export(tmp_path, "yolov8/yolov8_int8.tflite", "metadata.json", exporter_dict("8.3.170", task,
+                                                                                      coco_names()))
+    argv = [command, "-m", str(path)]
+    if command == "run":
+        argv += ["--source", str(clip), "--max-frames", "2", "--jsonl", "", "--live", "off"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"Ultralytics {task} models are not supported" in err[0], err
+    assert "export a detect" in err[0]
