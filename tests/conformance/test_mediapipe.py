@@ -6,8 +6,8 @@ TensorsToDetectionsCalculator (tensors_to_detections_calculator.cc: reverse_outp
 w, h then keypoints x, y; every value divided by the input size, times the anchor size, plus the
 anchor centre; sigmoid of the logit clipped to ±100; boxes of negative size dropped) and a plain
 greedy NMS at IoU 0.3. The options are copied from MediaPipe's graph configs (.pbtxt) here too.
-edge (the code under test) is used only
-for its detections; the reference never calls it. The model outputs come from plain LiteRT (``plain_invoke``) on Coral's grace_hopper.bmp.
+edge (the code under test) gives only the detections compared; the reference never calls it.
+The model outputs come from plain LiteRT (``plain_invoke``) on Coral's grace_hopper.bmp.
 
 The input tensor is prepared in the test: stretched to the model input, RGB, scaled to the float
 range MediaPipe's ImageToTensorCalculator gives each model ([-1, 1] for face and pose, [0, 1] for
