@@ -1,38 +1,44 @@
 """``edgetpu_compiler``: run it, check its exit code, and read its log into numbers.
 
 The compiler (https://coral.ai/docs/edgetpu/compiler/) exists only for x86-64 Debian/Ubuntu, from
-Coral's apt repository (package ``edgetpu-compiler``). Its output, for each compiled model::
+Coral's apt repository (package ``edgetpu-compiler``). Its standard output for each compiled model,
+as published (tests/data/edgetpu_compiler/yolov5s_224_v16.log, real output of version 16)::
 
     Edge TPU Compiler version 16.0.384591198
     Started a compilation timeout timer of 180 seconds.
 
-    Model compiled successfully in 1379 ms.
+    Model compiled successfully in 3173 ms.
 
-    Input model: model.tflite
-    Input size: 4.41MiB
-    Output model: model_edgetpu.tflite
-    Output size: 5.49MiB
-    On-chip memory used for caching model parameters: 1.92MiB
-    On-chip memory remaining for caching model parameters: 1.75KiB
-    Off-chip memory used for streaming uncached model parameters: 3.23MiB
-    Number of Edge TPU subgraphs: 1
-    Total number of operations: 136
-    Operation log: model_edgetpu.log
+    Input model: yolov5s-int8-224.tflite
+    Input size: 7.37MiB
+    Output model: yolov5s-int8-224_edgetpu.tflite
+    Output size: 8.34MiB
+    On-chip memory used for caching model parameters: 6.08MiB
+    On-chip memory remaining for caching model parameters: 0.00B
+    Off-chip memory used for streaming uncached model parameters: 1.70MiB
+    Number of Edge TPU subgraphs: 2
+    Total number of operations: 294
+    Operation log: yolov5s-int8-224_edgetpu.log
 
     Model successfully compiled but not all operations are supported by the Edge TPU. ...
-    Number of operations that will run on Edge TPU: 135
-    Number of operations that will run on CPU: 1
+    Number of operations that will run on Edge TPU: 289
+    Number of operations that will run on CPU: 5
 
     Operator                       Count      Status          (with -s / --show_operations)
 
-    CONV_2D                        55         Mapped to Edge TPU
-    CUSTOM                         1          Operation is working on an unsupported data type
+    RESIZE_NEAREST_NEIGHBOR        2          Mapped to Edge TPU
+    CONCATENATION                  1          Operation is otherwise supported, but not mapped due to ...
+    ...
     Compilation child process completed within timeout period.
     Compilation succeeded!
 
-With ``--num_segments N`` the block repeats once per segment (``<stem>_segment_<i>_of_<N>``).
-Failures print ``ERROR: ...``, ``Compilation failed: ...``, ``Internal compiler error. Aborting!``
-or ``Model not quantized`` and exit non-zero.
+Version 15 prints neither the timer lines nor "Compilation succeeded!". When every op is mapped the
+two "Number of operations that will run" lines are absent. With ``--num_segments N`` the block
+repeats per segment (``<stem>_segment_<i>_of_<N>``); with ``--search_delegate`` failed attempts
+("Try to compile segment with N ops" ... "Compilation failed!") may precede the successful one.
+Failures print ``ERROR: ...``, ``Compilation failed: ...``, ``Compilation failed!``,
+``Internal compiler error. Aborting!`` or ``Invalid model: ...`` / ``Model not quantized`` and
+exit non-zero.
 """
 
 from __future__ import annotations
@@ -133,6 +139,7 @@ class CompileLog:
     succeeded: bool = False
     errors: tuple[str, ...] = ()
     segments: tuple[SegmentLog, ...] = ()
+    retried: tuple[str, ...] = ()      # messages of failed attempts a later attempt replaced (-d)
 
     @property
     def tpu_ops(self) -> int:
@@ -146,6 +153,9 @@ class CompileLog:
         out = [f"Edge TPU Compiler {self.version or '(version not reported)'}: "
                f"{'succeeded' if self.succeeded else 'FAILED'}"]
         out += [f"error: {e}" for e in self.errors]
+        if self.retried:
+            out.append(f"earlier attempts that failed ({len(self.retried)} messages), replaced by a later "
+                       f"successful one: {self.retried[0]}")
         for s in self.segments:
             out.append(f"{s.input_model} -> {s.output_model} ({_size(s.input_bytes)} -> {_size(s.output_bytes)})")
             out.append(f"  {'ops on Edge TPU':<36}{s.mapped}/{s.total_ops}")
@@ -161,6 +171,7 @@ class CompileLog:
 
     def as_dict(self) -> dict:
         return {"version": self.version, "succeeded": self.succeeded, "errors": list(self.errors),
+                "retried": list(self.retried),
                 "tpu_ops": self.tpu_ops, "cpu_ops": self.cpu_ops,
                 "segments": [{"input_model": s.input_model, "output_model": s.output_model,
                               "input_bytes": s.input_bytes, "output_bytes": s.output_bytes,
@@ -198,13 +209,19 @@ _FIELDS = {
     "Number of operations that will run on Edge TPU": ("tpu_ops", int),
     "Number of operations that will run on CPU": ("cpu_ops", int),
 }
+_SUCCEEDED = "Compilation succeeded!"
 _OPERATOR_ROW = re.compile(r"^([A-Z][A-Za-z0-9_]*)\s+(\d+)\s+(\S.*?)\s*$")
 
 
 def parse_log(text: str) -> CompileLog:
-    """Read the compiler's standard output into a :class:`CompileLog` (one segment per output model)."""
+    """Read the compiler's standard output into a :class:`CompileLog` (one segment per output model).
+
+    Errors of an attempt that a later "Compilation succeeded!" replaced (``--search_delegate``
+    retries) are kept in ``retried``, not in ``errors``.
+    """
     version = ""
     errors: list[str] = []
+    retried: list[str] = []
     segments: list[dict] = []
     in_table = False
     for raw in text.splitlines():
@@ -221,6 +238,10 @@ def parse_log(text: str) -> CompileLog:
                 segments[-1]["operators"].append((row.group(1), int(row.group(2)), row.group(3)))
                 continue
             in_table = False
+        if line == _SUCCEEDED:
+            retried += errors
+            errors = []
+            continue
         if any(marker in line for marker in _ERROR_MARKERS):
             errors.append(line)
             continue
@@ -244,9 +265,8 @@ def parse_log(text: str) -> CompileLog:
             segments[-1].setdefault("operators", [])
             continue
     parsed = tuple(SegmentLog(**{**s, "operators": tuple(s.get("operators", ()))}) for s in segments)
-    ok_marker = "Compilation succeeded!" in text or "Model compiled successfully" in text
-    failed_marker = "Compilation failed" in text
-    return CompileLog(version, ok_marker and not failed_marker and not errors, tuple(errors), parsed)
+    ok_marker = _SUCCEEDED in text or "Model compiled successfully" in text
+    return CompileLog(version, ok_marker and not errors, tuple(errors), parsed, tuple(retried))
 
 
 def find_compiler(explicit: str | None = None) -> Path:

@@ -29,9 +29,9 @@ PAIRS = ["mobilenet_v1_0.25_128_quant", "mobilenet_v1_0.5_160_quant", "mobilenet
 # size-dependent, and with #64 on the CPU it matches the twin exactly (test below).
 DEEPLAB_RESIZE = 64
 SIZE_DEPENDENT = {
-    "deeplabv3_mnv2_dm05_pascal_quant": f"RESIZE_BILINEAR #{DEEPLAB_RESIZE} (1x1 -> 33x33) stays on the CPU in the "
-                                        "real twin: the compiler's size/precision rule for RESIZE_BILINEAR is "
-                                        "undisclosed, not readable from the file",
+    "deeplabv3_mnv2_dm05_pascal_quant":
+        f"RESIZE_BILINEAR #{DEEPLAB_RESIZE} (1x1 -> 33x33) stays on the CPU in the real twin: the compiler's "
+        "size/precision rule for RESIZE_BILINEAR is undisclosed, not readable from the file",
 }
 
 

@@ -160,3 +160,32 @@ def test_cli_float_model_fails_and_bad_path_is_exit_2(float_model, tmp_path, cap
     assert "no operation would run on the Edge TPU" in capsys.readouterr().out
     assert main(["check-edgetpu", str(tmp_path / "missing.tflite")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_json_reports_cpu_op_counts_and_one_edge_tpu_subgraph(int8_model, capsys):
+    assert main(["check-edgetpu", str(int8_model), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["cpu_op_counts"] == {"DEQUANTIZE": 2, "TFLite_Detection_PostProcess": 1}
+    assert data["tpu_subgraphs"] == 1 and data["size_dependent"] == []
+
+
+def test_assume_cpu_moves_an_op_and_what_depends_on_it(default_report, int8_model):
+    from edge.runtime.model import read_model
+
+    model = read_model(int8_model)
+    logistic = next(v.index for v in default_report.verdicts if v.name == "LOGISTIC")
+    report = ec.check_model(model, assume_cpu={logistic})
+    assert report.verdicts[logistic].reason == ec.ASSUMED_CPU
+    assert report.cpu_op_counts() == {"DEQUANTIZE": 2, "TFLite_Detection_PostProcess": 1, "LOGISTIC": 1}
+    with pytest.raises(ValueError, match="no op #9999"):
+        ec.check_model(model, assume_cpu={9999})
+
+
+def test_int16_activation_outside_an_lstm_cell_state_is_refused(tmp_path, int8_model):
+    """int16 is accepted only as an LSTM's cell state (tests/conformance/test_edgetpu_twins.py)."""
+    def change(model):
+        graph = model.subgraphs[0]
+        graph.tensors[graph.operators[0].outputs[0]].type = schema.TensorType.INT16
+    report = ec.check_file(_variant(int8_model, tmp_path / "m.tflite", change))
+    assert report.first_cpu_op.index == 0 and report.first_cpu_op.reason == ec.UNSUPPORTED_TYPE
+    assert "int16 tensor" in report.first_cpu_op.detail
