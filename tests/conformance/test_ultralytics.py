@@ -129,3 +129,74 @@ def test_segment_and_obb_exports_fail_with_exit_status_2(tmp_path, capsys, clip,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"Ultralytics {task} models are not supported" in err[0], err
     assert "export a detect" in err[0]
+
+
+# ---- pose: a small pose head built with TensorFlow, int8 as Ultralytics' full_integer_quant ----
+
+POSE_SIZE, POSE_GRID = 64, 8          # input 64x64, one 8x8 level: N = 64 anchors
+
+
+def build_pose_tflite(frames: list[np.ndarray]) -> bytes:
+    """A seeded, untrained network ending in the Ultralytics pose head layout [1, 56, N]:
+    cx, cy, w, h (sigmoid, normalised), person score (sigmoid), 17 × (x, y, visibility) (sigmoid)."""
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(7)
+    inputs = tf.keras.Input((POSE_SIZE, POSE_SIZE, 3), batch_size=1)
+    x = tf.keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(inputs)
+    x = tf.keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(x)
+    x = tf.keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(x)
+    x = tf.keras.layers.Conv2D(56, 1, activation="sigmoid")(x)             # [1, 8, 8, 56]
+    x = tf.keras.layers.Reshape((POSE_GRID * POSE_GRID, 56))(x)
+    outputs = tf.keras.layers.Permute((2, 1))(x)                            # [1, 56, 64]
+    model = tf.keras.Model(inputs, outputs)
+
+    def representative():
+        for frame in frames[::25]:
+            image = tf.image.resize(frame[:, :, ::-1].astype(np.float32), (POSE_SIZE, POSE_SIZE)) / 255.0
+            yield [image[None]]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+@pytest.mark.host
+@pytest.mark.slow
+def test_pose_export_decodes_keypoints_like_numpy(tmp_path, clip_frames):
+    """Reference: plain LiteRT outputs, fully dequantised, thresholded and NMS'd in numpy (the test's
+    own code, tests/unit/test_ultralytics.py:reference_pose); the decoder dequantises candidates only."""
+    import cv2
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tests.unit.test_ultralytics import COCO_POSE_NAMES, reference_pose
+
+    path = tmp_path / "yolov8n-pose_full_integer_quant.tflite"
+    path.write_bytes(build_pose_tflite(clip_frames))
+    write_export(path, path.read_bytes(), "metadata.json",
+                 exporter_dict("8.3.40", "pose", COCO_POSE_NAMES, (POSE_SIZE, POSE_SIZE), (17, 3)))
+    model = read_model(path)
+    assert identify_layout(model, BARE) == "yolov8_pose"
+    decoder = make_decoder(model, BARE, DecodeParams(0.3, 0.45, 100))
+    interpreter = Interpreter(model_path=str(path), num_threads=1)
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    scale, zero_point = out["quantization"]
+    total = 0
+    for frame in clip_frames[::50]:
+        rgb = cv2.resize(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), (POSE_SIZE, POSE_SIZE))
+        interpreter.set_tensor(inp["index"], (rgb.astype(np.int16) - 128).astype(np.int8)[None])
+        interpreter.invoke()
+        raw_out = interpreter.get_tensor(out["index"]).copy()
+        real = scale * (raw_out[0].astype(np.int64) - zero_point)
+        boxes, scores, points = reference_pose(real, 0.3, 0.45, size=(POSE_SIZE, POSE_SIZE))
+        got = decoder((raw_out,))
+        total += len(scores)
+        assert got.scores.tolist() == pytest.approx(scores.tolist(), abs=1e-6)
+        assert np.allclose(got.boxes, boxes, atol=1e-6)
+        assert got.keypoints.shape == (len(scores), 17, 2) and np.allclose(got.keypoints, points, atol=1e-6)
+    assert total > 0, "the seeded network gave no candidate above the threshold"
