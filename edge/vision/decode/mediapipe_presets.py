@@ -37,6 +37,7 @@ class Preset:
     iou_threshold: float               # NonMaxSuppressionCalculatorOptions.min_suppression_threshold
     input_range: tuple[float, float]   # ImageToTensorCalculatorOptions.output_tensor_float_range
     source: str                        # the .pbtxt files the values come from
+    keep_aspect_ratio: bool = True     # ImageToTensorCalculatorOptions: MediaPipe letterboxes (BORDER_ZERO)
 
     @property
     def num_coords(self) -> int:
@@ -53,29 +54,42 @@ def _anchors(width: int, height: int, strides: list[int], interpolated: float) -
             "interpolated_scale_aspect_ratio": interpolated}
 
 
-_FACE = (f"{MEDIAPIPE} mediapipe/modules/face_detection/face_detection.pbtxt (SsdAnchorsCalculator: "
-         "min/max scale, offsets, aspect ratio, fixed size; TensorsToDetectionsCalculator: num_coords 16, "
-         "6 keypoints, sigmoid, clipping 100, reverse_output_order; NMS 0.3; float range [-1, 1])")
+# Where each value comes from (github.com/google-ai-edge/mediapipe, mediapipe/modules/...):
+# * face_detection/face_detection.pbtxt, shared by both face models: SsdAnchorsCalculator min_scale
+#   0.1484375, max_scale 0.75, anchor offsets 0.5, aspect_ratios 1.0, fixed_anchor_size true;
+#   TensorsToDetectionsCalculator num_classes 1, num_coords 16, box_coord_offset 0,
+#   keypoint_coord_offset 4, num_keypoints 6, num_values_per_keypoint 2, sigmoid_score true,
+#   score_clipping_thresh 100, reverse_output_order true (x, y, w, h); NonMaxSuppression
+#   min_suppression_threshold 0.3; ImageToTensor output_tensor_float_range [-1, 1]. Every graph's
+#   ImageToTensorCalculator has keep_aspect_ratio true and border_mode BORDER_ZERO (letterbox).
+# * face_detection/face_detection_short_range.pbtxt: tensor 128x128, num_layers 4, strides 8,16,16,16,
+#   interpolated_scale_aspect_ratio 1.0, num_boxes 896, x/y/w/h_scale 128, min_score_thresh 0.5.
+# * face_detection/face_detection_full_range.pbtxt (model face_detection_full_range_sparse.tflite):
+#   tensor 192x192, num_layers 1, stride 4, interpolated_scale_aspect_ratio 0.0, num_boxes 2304,
+#   scales 192, min_score_thresh 0.6.
+# * palm_detection/palm_detection_cpu.pbtxt (lite and full, chosen by model_complexity): 192x192,
+#   num_layers 4, strides 8,16,16,16, min/max scale 0.1484375/0.75, offsets 0.5, aspect_ratios 1.0,
+#   fixed_anchor_size true; num_boxes 2016, num_coords 18, 7 keypoints, sigmoid, clipping 100,
+#   reverse_output_order, scales 192, min_score_thresh 0.5; NMS 0.3; float range [0, 1].
+# * pose_detection/pose_detection_cpu.pbtxt: 224x224, num_layers 5, strides 8,16,32,32,32, same
+#   scales/offsets/ratio/fixed size; num_boxes 2254, num_coords 12, 4 keypoints (mid hip, full-body
+#   size/rotation point, mid shoulder, upper-body size/rotation point), sigmoid, clipping 100,
+#   reverse_output_order, scales 224, min_score_thresh 0.2; NMS 0.3; float range [-1, 1].
+_FACE = "mediapipe/modules/face_detection/face_detection.pbtxt"
 
 PRESETS: tuple[Preset, ...] = (
     Preset("face_detection_short_range", "face", (128, 128), 896, 6, ("regressors", "classificators"),
            _anchors(128, 128, [8, 16, 16, 16], 1.0), 0.5, 0.3, (-1.0, 1.0),
-           f"{_FACE} + face_detection_short_range.pbtxt (128x128, strides 8,16,16,16, interpolated 1.0, "
-           "896 boxes, scales 128, min_score_thresh 0.5)"),
+           f"{MEDIAPIPE} {_FACE} + face_detection_short_range.pbtxt"),
     Preset("face_detection_full_range", "face", (192, 192), 2304, 6, ("Identity", "Identity_1"),
            _anchors(192, 192, [4], 0.0), 0.6, 0.3, (-1.0, 1.0),
-           f"{_FACE} + face_detection_full_range.pbtxt (192x192, one layer stride 4, interpolated 0.0, "
-           "2304 boxes, scales 192, min_score_thresh 0.6)"),
+           f"{MEDIAPIPE} {_FACE} + face_detection_full_range.pbtxt"),
     Preset("palm_detection", "palm", (192, 192), 2016, 7, ("Identity", "Identity_1"),
            _anchors(192, 192, [8, 16, 16, 16], 1.0), 0.5, 0.3, (0.0, 1.0),
-           f"{MEDIAPIPE} mediapipe/modules/palm_detection/palm_detection_cpu.pbtxt (lite and full share it: "
-           "192x192, strides 8,16,16,16, 2016 boxes, num_coords 18, 7 keypoints, scales 192, sigmoid, clipping "
-           "100, reverse_output_order, min_score_thresh 0.5; NMS 0.3; float range [0, 1])"),
+           f"{MEDIAPIPE} mediapipe/modules/palm_detection/palm_detection_cpu.pbtxt"),
     Preset("pose_detection", "person", (224, 224), 2254, 4, ("Identity", "Identity_1"),
            _anchors(224, 224, [8, 16, 32, 32, 32], 1.0), 0.2, 0.3, (-1.0, 1.0),
-           f"{MEDIAPIPE} mediapipe/modules/pose_detection/pose_detection_cpu.pbtxt (224x224, strides "
-           "8,16,32,32,32, 2254 boxes, num_coords 12, 4 keypoints, scales 224, sigmoid, clipping 100, "
-           "reverse_output_order, min_score_thresh 0.2; NMS 0.3; float range [-1, 1])"),
+           f"{MEDIAPIPE} mediapipe/modules/pose_detection/pose_detection_cpu.pbtxt"),
 )
 
 
