@@ -179,3 +179,13 @@ def test_low_threshold_candidates_match_the_reference(spec, coral):
     ref = reference_decode(spec, regressors, logits, 0.05)
     assert len(ref[0]) > 0
     compare(spec, edge_detections(spec, outputs, score_threshold=0.05), ref)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.model.rsplit("/", 1)[1])
+def test_edge_generates_the_anchors_ssd_anchors_calculator_does(spec):
+    model = read_model(mediapipe_model(spec.model))
+    decoder = make_decoder(model, Manifest(path=None, name=model.path.stem), DecodeParams())
+    centres = reference_anchors(spec)
+    assert decoder.anchors.shape == (len(centres), 4)
+    assert np.allclose(decoder.anchors[:, [1, 0]], centres, atol=1e-6)    # edge stores y, x, h, w
+    assert (decoder.anchors[:, 2:] == 1.0).all()                          # fixed_anchor_size: true
