@@ -13,7 +13,8 @@ name                written by                                             forma
                     Python ≥ 3.12 and in today's exporter)                  (dict keys are strings)
 ``meta.txt``        the YOLOv5 repository (``add_tflite_metadata``,         ``str(dict)`` with only
                     PR #9903): a [1, N, 5+nc] head                          ``stride`` and ``names``
-``metadata.txt``    read for models made by earlier edge releases           Python literal
+``metadata.txt``    no Ultralytics version found writing it; read because    Python literal
+                    edge read it before
 ==================  =====================================================  ======================
 
 Keys of the Ultralytics dict: ``description``, ``author``, ``date``, ``version``, ``license``,
@@ -92,18 +93,23 @@ def read_metadata(model: ModelInfo) -> UltralyticsMeta | None:
     except OSError as exc:
         log.warning("%s: cannot read its %s (%s); ignoring it", path.name, name, exc.strerror)
         return None
-    return _load(str(path), stamp.st_mtime_ns, stamp.st_size, name, model.inputs[0].shape if model.inputs else ())
+    version = (stamp.st_ino, stamp.st_size, stamp.st_mtime_ns, stamp.st_ctime_ns)
+    return _load(str(path), version, name, model.inputs[0].shape if model.inputs else ())
 
 
 @functools.lru_cache(maxsize=16)
-def _load(path: str, mtime_ns: int, size: int, name: str, input_shape: tuple[int, ...]) -> UltralyticsMeta | None:
-    """Cached per file version, so each warning is logged once per model."""
+def _load(path: str, version: tuple[int, ...], name: str, input_shape: tuple[int, ...]) -> UltralyticsMeta | None:
+    """Cached per file version (inode, size, times), so each warning is logged once per model."""
     text = _read_member(Path(path), name)
     if text is None:
         return None
     data = _parse(Path(path).name, name, text)
     if data is None:
         return None
+    absent = [key for key in ("task", "imgsz", "stride") if key not in data]
+    if absent:
+        log.info("%s: %s has no %s; taking task detect, imgsz from the model input, stride 32",
+                 Path(path).name, name, ", ".join(absent))
     try:
         return _meta(name, data, input_shape)
     except (KeyError, TypeError, ValueError) as exc:
