@@ -15,13 +15,13 @@ from edge.config import Config
 from edge.errors import ModelError
 from edge.pipeline import Pipeline, Sink
 from edge.runtime import edgetpu, loader
-from edge.runtime.manifest import Manifest
 from edge.telemetry.jsonl import JsonlSink
 from edge.telemetry.live import LiveLine
 from edge.telemetry.hub import Telemetry
 from edge.telemetry.stats import PipelineStats
 from edge.vision.decode import FinishParams, check_layout, make_decoder, make_postprocess
-from edge.vision.labels import load_labels
+from edge.vision.guard import InputGuard
+from edge.vision.labels import align_to_classes
 from edge.vision.preprocess import Preprocessor
 
 log = logging.getLogger(__name__)
@@ -37,15 +37,17 @@ class Assembly:
     telemetry: Telemetry | None = None
 
 
-def finish_params(config: Config, manifest: Manifest) -> FinishParams:
-    labels = load_labels(manifest.labels) if manifest.labels else {}
+def finish_params(config: Config, models: loader.ModelSet, labels: dict[int, str] | None = None) -> FinishParams:
+    """Threshold, limit, labels (``models``' unless given) and the ``--classes`` filter over them."""
+    labels = models.labels.load() if labels is None else labels
     keep = None
     if config.detect.classes:
         by_name = {name: i for i, name in labels.items()}
         unknown = [c for c in config.detect.classes if c not in by_name]
         if unknown:
-            raise ModelError(f"class {unknown[0]!r} is not in the labels of {manifest.name}",
-                             f"known labels: {', '.join(list(by_name)[:20])}")
+            raise ModelError(f"class {unknown[0]!r} is not in the labels of {models.manifest.name} "
+                             f"({len(by_name)} labels from {models.labels.describe()})",
+                             "check --classes against the labels file")
         keep = frozenset(by_name[c] for c in config.detect.classes)
     return FinishParams(score_threshold=config.detect.score_threshold,
                         max_detections=config.detect.max_detections, labels=labels, keep=keep)
@@ -123,7 +125,7 @@ def check(config: Config) -> tuple[loader.ModelSet, FinishParams]:
         from edge.telemetry.mqtt import split_host
         split_host(config.mqtt.host, config.mqtt.port)   # a bad HOST:PORT fails before the model loads
     models = loader.resolve(config.model)
-    return models, finish_params(config, models.manifest)
+    return models, finish_params(config, models)
 
 
 def assemble(config: Config, extra_sinks: list[Sink] | None = None,
@@ -145,6 +147,10 @@ def assemble(config: Config, extra_sinks: list[Sink] | None = None,
         model = loaded.model
         decoder = make_decoder(model, loaded.manifest, layout=config.model.layout, detect=config.detect,
                                num_classes=max(params.labels) + 1 if params.labels else 0)
+        if decoder.task == "classification":
+            aligned = align_to_classes(params.labels, decoder.num_classes, source=models.labels.source)
+            if aligned is not params.labels:
+                params = finish_params(config, models, aligned)
         preprocessor = Preprocessor(loaded.manifest.input, model.inputs[0], loaded.backend.input_shape)
         stats = stats or PipelineStats()
         telemetry = make_exporters(config, stats, source.name)
@@ -152,6 +158,8 @@ def assemble(config: Config, extra_sinks: list[Sink] | None = None,
         source.close()
         raise
     sinks = make_sinks(config, stats, source.name, telemetry) + [telemetry] + list(extra_sinks or [])
+    log.info("%s: input %s; labels %s", model.path.name, models.convention.describe(), models.labels.describe())
+    guard = InputGuard(model.path.name, models.convention.describe()) if models.convention else None
     pipeline = Pipeline(source, loaded.backend, preprocessor, make_postprocess(decoder, params), sinks,
-                        stats, max_frames=config.output.max_frames)
+                        stats, max_frames=config.output.max_frames, guard=guard)
     return Assembly(config, loaded, pipeline, stats, sinks, telemetry)

@@ -21,6 +21,8 @@ RUN_FLAGS = {
     "model": ("model", "path"), "manifest": ("model", "manifest"), "labels": ("model", "labels"),
     "device": ("model", "device"), "threads": ("model", "threads"), "runtime": ("model", "runtime"),
     "allow_float": ("model", "allow_float"), "layout": ("model", "layout"),
+    "input_mean": ("model", "input_mean"), "input_std": ("model", "input_std"), "colour": ("model", "colour"),
+    "resize": ("model", "resize"),
     "source": ("source", "uri"), "realtime": ("source", "realtime"), "loop": ("source", "loop"),
     "width": ("source", "width"), "height": ("source", "height"), "fps": ("source", "fps"),
     "score_threshold": ("detect", "score_threshold"), "max_detections": ("detect", "max_detections"),
@@ -42,9 +44,14 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, help="CPU threads for the interpreter (default: one per core)")
     g.add_argument("--runtime", help="auto | ai-edge-litert | tflite-runtime | tensorflow")
     g.add_argument("--allow-float", action="store_const", const=True, dest="allow_float",
-                   help="accept a model that is not full-integer int8")
+                   help="run a float model on the CPU without the warning that int8 would be faster")
     g.add_argument("--layout", help="output layout: auto | ssd_postprocess | yolov8 | yolov11 | yolov5 | "
                                     "ssd_anchors | classification (default auto)")
+    g.add_argument("--input-mean", metavar="M", help="input normalisation real = (pixel - M) / S: one number or "
+                                                     "R,G,B (default: manifest, model metadata, raw uint8 pixels)")
+    g.add_argument("--input-std", metavar="S", help="input normalisation std (with --input-mean)")
+    g.add_argument("--colour", help="channel order the model takes: RGB | BGR (default: manifest, metadata, RGB)")
+    g.add_argument("--resize", help="stretch | letterbox (default: manifest, letterbox for Ultralytics, stretch)")
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
@@ -127,7 +134,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     from edge.runtime import edgetpu, loader
     from edge.runtime.interpreter import probe_runtimes
     from edge.runtime.model import read_model
-    from edge.vision.decode import identify_layout
+    from edge.runtime.tflite_metadata import read_metadata
+    from edge.vision.decode import describe_layout
 
     print(f"edge {__version__}, Python {sys.version.split()[0]}")
     print("TFLite runtimes (tried in this order):")
@@ -150,7 +158,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"  {role}: {path}")
     info = read_model(models.requested)
     print("\n".join(info.summary()))
-    print(f"  output layout: {identify_layout(info, manifest, cfg.layout)}")
+    meta = read_metadata(info)
+    if meta is not None:
+        print(f"  TFLite Metadata: {meta.summary()}")
+    print(f"  input convention: {models.convention.describe()}")
+    print(f"  labels: {models.labels.describe()}")
+    print(f"  output layout: {describe_layout(info, manifest, cfg.layout)}")
     return 0
 
 

@@ -8,6 +8,7 @@ expected. Command-line flags are applied as overrides through the same validatio
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -42,6 +43,15 @@ class ModelConfig:
                                        "impossible on the Edge TPU).")
     layout: str = setting("auto", "Output layout / decoder: auto (the manifest's, else what the model shows) | "
                                   "ssd_postprocess | yolov8 (also v11) | yolov5 | ssd_anchors | classification.")
+    input_mean: tuple = setting((), "Input normalisation real = (pixel - mean) / std: one number or three "
+                                    "(R, G, B), e.g. 127.5 for [-1, 1], 0 with std 255 for [0, 1]; empty: from "
+                                    "the manifest, the model's metadata, or raw pixels for a uint8 input.")
+    input_std: tuple = setting((), "Input normalisation std (see input_mean): one number or three.")
+    colour: str = setting("", "Channel order the model takes: RGB | BGR; empty: the manifest's, the metadata's, "
+                              "else RGB.", choices=("", "RGB", "BGR"))
+    resize: str = setting("", "How frames are fitted to the input: stretch | letterbox (aspect kept, padded); "
+                              "empty: the manifest's, letterbox for Ultralytics models, else stretch.",
+                          choices=("", "stretch", "letterbox"))
 
 
 @dataclass(frozen=True)
@@ -186,6 +196,8 @@ def _check_value(section: str, f: dataclasses.Field, hint: Any, value: Any) -> A
     elif origin is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where} = {value!r} is not a string")
+    elif origin is tuple:
+        value = _numbers(where, value)
     elif origin is list:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -199,6 +211,18 @@ def _check_value(section: str, f: dataclasses.Field, hint: Any, value: Any) -> A
     if meta.get("maximum") is not None and value > meta["maximum"]:
         raise ConfigError(f"{where} = {value!r} is above the maximum {meta['maximum']}")
     return value
+
+
+def _numbers(where: str, value: Any) -> tuple[float, ...]:
+    """One number or three (per channel): from TOML a number or a list, from a flag "127.5" or "1,2,3"."""
+    items = value.split(",") if isinstance(value, str) else value if isinstance(value, (list, tuple)) else [value]
+    try:
+        numbers = tuple(float(v) for v in items if not isinstance(v, bool))
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where} = {value!r} is not a number or a list of 3 numbers") from None
+    if len(numbers) != len(items) or len(numbers) not in (0, 1, 3) or not all(math.isfinite(v) for v in numbers):
+        raise ConfigError(f"{where} = {value!r} is not one finite number or three (R, G, B)")
+    return numbers
 
 
 def _build_section(cls: type, section: str, table: dict, base: Any) -> Any:

@@ -26,6 +26,7 @@ from edge.capture.base import END, CaptureThread, Frame, FrameSlot, Source
 from edge.runtime.backend import Backend, copy_input
 from edge.telemetry.stats import PipelineStats
 from edge.vision.decode import Detection
+from edge.vision.guard import InputGuard
 from edge.vision.preprocess import Preprocessor, Transform
 
 # Output arrays and the preprocessing transform in, final results (frame pixels, labels) out.
@@ -151,7 +152,7 @@ class Pipeline:
 
     def __init__(self, source: Source, backend: Backend, preprocessor: Preprocessor, postprocess: Postprocess,
                  sinks: list[Sink], stats: PipelineStats | None = None, *, max_frames: int = 0,
-                 post_queue: int = 4):
+                 post_queue: int = 4, guard: InputGuard | None = None):
         self.source = source
         self.backend = backend
         self.preprocessor = preprocessor
@@ -165,6 +166,7 @@ class Pipeline:
         self._stop = threading.Event()
         self._queue: queue.Queue[_Work | None] = queue.Queue(maxsize=post_queue)
         self._post_error: BaseException | None = None
+        self.guard = guard      # checks the first frames' inputs and outputs for a wrong normalisation
 
     def stop(self) -> None:
         """Ask the loop to finish: frames in flight are still decoded and published."""
@@ -184,6 +186,8 @@ class Pipeline:
                 pass
 
     def _publish(self, work: _Work) -> None:
+        if self.guard is not None and not self.guard.done:
+            self.guard.observe_outputs(work.outputs)
         detections = self.postprocess(work.outputs, work.transform)
         decoded = time.monotonic_ns()
         timings = Timings(work.frame.captured_ns, work.taken, work.invoke_start, work.invoke_end, decoded,
@@ -201,6 +205,8 @@ class Pipeline:
         taken = time.monotonic_ns()
         view = self.backend.input_view()
         copy_input(view, item.buffer)
+        if self.guard is not None and not self.guard.done:
+            self.guard.observe_input(item.buffer)
         del view  # the interpreter refuses to invoke while a view of its buffers is alive
         capture.release(item.buffer)
         invoke_start = time.monotonic_ns()
@@ -242,6 +248,8 @@ class Pipeline:
             self._queue.put(None)
             post.join()
             capture.join(timeout=5.0)
+            if self.guard is not None and not self.guard.done:
+                self.guard.finish()
             self.source.close()
             for sink in self.sinks:
                 sink.close()

@@ -151,7 +151,7 @@ def open_variant(variant: Variant, models: ModelSet, runtime: Runtime, *, allow_
         raise ModelError(f"no {variant.role} model for backend {variant.kind!r}")
     model = read_model(path)
     if variant.kind == "edgetpu":
-        check_precision(model, allow_float=False)
+        check_precision(model, allow_float=False, edgetpu_device=True)
         delegate = edgetpu.load_delegate(runtime, edgetpu.parse_device(variant.device))
         return TFLiteBackend(model, runtime, delegates=[delegate], name=variant.device)
     if model.edgetpu:

@@ -16,6 +16,7 @@ from edge.config import ModelConfig
 from edge.errors import DelegateError, ModelError
 from edge.resources import default_model_dir
 from edge.runtime import edgetpu
+from edge.runtime.conventions import InputConvention, LabelSource, resolve_input, resolve_labels
 from edge.runtime.backend import Backend, TFLiteBackend
 from edge.runtime.interpreter import Runtime, load_runtime
 from edge.runtime.manifest import Manifest, find_manifest, load_manifest
@@ -30,7 +31,9 @@ class ModelSet:
 
     requested: Path                # the .tflite the user named (or the manifest's first choice)
     requested_role: str            # "cpu" or "edgetpu"
-    manifest: Manifest
+    manifest: Manifest             # its ``input`` is the resolved convention's
+    convention: InputConvention | None = None   # how frames become the input, and which rule said so
+    labels: LabelSource = LabelSource("none", "")
 
     def path_for(self, role: str) -> Path | None:
         """The model for ``role`` ('cpu' or 'edgetpu'): the requested file when it fits, else its twin."""
@@ -56,10 +59,36 @@ class Loaded:
         return self.models.manifest
 
 
-def _inferred_manifest(model_path: Path) -> Manifest:
-    """The manifest of a model given without one: its role is what the file is (compiled or not)."""
-    role = "edgetpu" if read_model(model_path).edgetpu else "cpu"
-    return Manifest(path=None, name=model_path.stem, models={role: model_path})
+EDGETPU_SUFFIX = "_edgetpu"
+
+
+def _twin(model_path: Path, role: str) -> Path | None:
+    """The other half of a Coral-zoo pair beside ``model_path``: ``X_edgetpu.tflite`` ↔ ``X.tflite``."""
+    stem = model_path.stem
+    if role == "edgetpu":
+        if not stem.endswith(EDGETPU_SUFFIX):
+            return None
+        twin = model_path.with_name(stem[:-len(EDGETPU_SUFFIX)] + model_path.suffix)
+    else:
+        twin = model_path.with_name(stem + EDGETPU_SUFFIX + model_path.suffix)
+    return twin if twin.is_file() else None
+
+
+def _inferred_manifest(model_path: Path, info: ModelInfo) -> Manifest:
+    """The manifest of a model given without one: its role is what the file is (compiled or not), and
+    the twin beside it (Coral-zoo naming) takes the other role when it is what its name says."""
+    role = "edgetpu" if info.edgetpu else "cpu"
+    models = {role: model_path}
+    twin = _twin(model_path, role)
+    if twin is not None:
+        other = "cpu" if role == "edgetpu" else "edgetpu"
+        if read_model(twin).edgetpu == (other == "edgetpu"):
+            models[other] = twin
+            log.info("%s: %s twin %s found beside it", model_path.name, other, twin.name)
+        else:
+            log.warning("%s: %s is named as its %s twin but is%s compiled for the Edge TPU; not paired",
+                        model_path.name, twin.name, other, "" if other == "cpu" else " not")
+    return Manifest(path=None, name=model_path.stem, models=models)
 
 
 def resolve(cfg: ModelConfig) -> ModelSet:
@@ -79,28 +108,35 @@ def resolve(cfg: ModelConfig) -> ModelSet:
                          "give a .tflite file or a model directory with manifest.json")
     if manifest_path is None:
         manifest_path = find_manifest(path)
-    manifest = load_manifest(manifest_path) if manifest_path else _inferred_manifest(path)
+    info = read_model(path) if path is not None else None
+    manifest = load_manifest(manifest_path) if manifest_path else _inferred_manifest(path, info)
     if path is None:
         path = manifest.model_for("cpu") or manifest.model_for("edgetpu")
         if path is None:
             raise ModelError(f"manifest {str(manifest_path)!r} names neither a cpu nor an edgetpu model")
-    if cfg.labels:
-        manifest = dataclasses.replace(manifest, labels=Path(cfg.labels))
+        info = read_model(path)
     role = manifest.role_of(path)
     if role not in ("cpu", "edgetpu"):
-        role = "edgetpu" if read_model(path).edgetpu else "cpu"
-    return ModelSet(path, role, manifest)
+        role = "edgetpu" if info.edgetpu else "cpu"
+    convention = resolve_input(info, manifest, cfg)
+    labels = resolve_labels(info, manifest, cfg)
+    manifest = dataclasses.replace(manifest, input=convention.spec)
+    return ModelSet(path, role, manifest, convention, labels)
 
 
-def check_precision(model: ModelInfo, allow_float: bool) -> None:
-    """Refuse a model that is not full-integer int8 unless ``allow_float`` (then warn)."""
-    if model.precision == "int8" or allow_float:
-        if model.precision != "int8":
-            log.warning("running %s model %s (--allow-float): expect it to be several times slower than int8",
-                        model.precision, model.path.name)
+def check_precision(model: ModelInfo, allow_float: bool, *, edgetpu_device: bool = False) -> None:
+    """An Edge TPU runs only full-integer int8 models: refuse others there. On the CPU a float or
+    mixed model runs as the user brought it (MediaPipe and TF Hub detectors are float), with a warning
+    that int8 would be faster, unless ``allow_float`` says the user knows."""
+    if model.precision == "int8":
         return
-    raise ModelError(f"{model.path.name} is a {model.precision} model; edge run expects a full-integer int8 "
-                     "model", "quantize it with `edge-host quantize --mode int8`, or pass --allow-float")
+    if edgetpu_device:
+        raise ModelError(f"{model.path.name} is a {model.precision} model; the Edge TPU runs only full-integer "
+                         "int8 models", "quantize it with `edge-host quantize --mode int8` and compile it")
+    if not allow_float:
+        log.warning("%s is a %s model: it runs on the CPU, slower than its int8 quantization would, and cannot "
+                    "run on the Edge TPU (`edge-host quantize --mode int8`; --allow-float silences this)",
+                    model.path.name, model.precision)
 
 
 def _open_cpu(models: ModelSet, cfg: ModelConfig, runtime: Runtime, why: str) -> Loaded:
@@ -126,7 +162,7 @@ def _open_edgetpu(models: ModelSet, cfg: ModelConfig, runtime: Runtime, spec: ed
         raise ModelError(f"{models.requested.name} is not compiled for the Edge TPU and its manifest names no "
                          "edgetpu twin", "compile it with `edge-host compile`, or use --device cpu")
     model = read_model(path)
-    check_precision(model, allow_float=False)
+    check_precision(model, allow_float=False, edgetpu_device=True)
     delegate = edgetpu.load_delegate(runtime, spec)
     backend = TFLiteBackend(model, runtime, threads=cfg.threads, delegates=[delegate],
                             name=f"edgetpu:{spec.delegate_option or 'auto'}")

@@ -58,6 +58,7 @@ class Manifest:
     input: InputSpec = field(default_factory=InputSpec)
     output: dict[str, Any] = field(default_factory=dict)    # {"layout": ..., decoder parameters}
     provenance: dict[str, Any] = field(default_factory=dict)
+    input_given: bool = False               # the manifest has an ``input`` table (else the defaults)
 
     @property
     def layout(self) -> str | None:
@@ -140,6 +141,7 @@ def load_manifest(path: str | Path) -> Manifest:
         input=_input_spec(path, data.get("input", {})),
         output=dict(output),
         provenance=dict(data.get("provenance", {})),
+        input_given="input" in data,
     )
 
 

@@ -140,6 +140,37 @@ class ModelInfo:
     metadata: tuple[str, ...]
     associated_files: tuple[str, ...]   # files zipped behind the flatbuffer (TFLite Support metadata)
     buffer_spans: tuple[tuple[int, int], ...] = ()   # (file offset, byte length) of each buffer
+    metadata_buffers: tuple[int, ...] = ()           # buffer index of each ``metadata`` entry
+
+    def _read_span(self, start: int, length: int, what: str) -> bytes:
+        with open(self.path, "rb") as f:
+            f.seek(start)
+            raw = f.read(length)
+        if len(raw) != length:
+            raise ModelError(f"{str(self.path)!r}: {what} is truncated", "re-export or re-download the model")
+        return raw
+
+    def metadata_bytes(self, name: str) -> bytes | None:
+        """The bytes of the model's metadata entry ``name`` (e.g. TFLITE_METADATA), or None."""
+        for entry, buffer in zip(self.metadata, self.metadata_buffers):
+            if entry == name and 0 < buffer < len(self.buffer_spans) and self.buffer_spans[buffer][1]:
+                return self._read_span(*self.buffer_spans[buffer], f"metadata {name!r}")
+        return None
+
+    def associated_file(self, name: str, max_bytes: int = 1 << 20) -> bytes:
+        """A file zipped behind the flatbuffer (labels, exporter metadata), at most ``max_bytes``."""
+        try:
+            with zipfile.ZipFile(self.path) as archive:
+                member = archive.getinfo(name)
+                if member.file_size > max_bytes:
+                    raise ModelError(f"{self.path.name}: associated file {name!r} has {member.file_size} bytes, "
+                                     f"more than the {max_bytes} allowed")
+                return archive.read(member)
+        except KeyError:
+            raise ModelError(f"{self.path.name} has no associated file {name!r}",
+                             f"its associated files: {', '.join(self.associated_files) or 'none'}") from None
+        except (OSError, zipfile.BadZipFile, RuntimeError) as exc:
+            raise ModelError(f"cannot read associated file {name!r} of {self.path.name}: {exc}") from None
 
     def is_constant(self, tensor_index: int) -> bool:
         """True when the tensor's value is stored in the model (weights, biases, shapes, axes)."""
@@ -151,12 +182,7 @@ class ModelInfo:
         if not self.is_constant(tensor_index):
             return None
         tensor = self.tensors[tensor_index]
-        start, length = self.buffer_spans[tensor.buffer]
-        with open(self.path, "rb") as f:
-            f.seek(start)
-            raw = f.read(length)
-        if len(raw) != length:
-            raise ModelError(f"{str(self.path)!r}: buffer of tensor {tensor.name!r} is truncated")
+        raw = self._read_span(*self.buffer_spans[tensor.buffer], f"buffer of tensor {tensor.name!r}")
         return np.frombuffer(raw, dtype=tensor.dtype).reshape(tensor.shape)
 
     @property
@@ -299,7 +325,9 @@ def read_model(path: str | Path) -> ModelInfo:
         for sig in model.tables(7):
             maps = [{m.string(0) or "": int(m.scalar(1, "I")) for m in sig.tables(i)} for i in (0, 1)]
             signatures.append(Signature(sig.string(2) or "", maps[0], maps[1]))
-        metadata = tuple(m.string(0) or "" for m in model.tables(6))
+        metadata_tables = model.tables(6)
+        metadata = tuple(m.string(0) or "" for m in metadata_tables)
+        metadata_buffers = tuple(int(m.scalar(1, "I")) for m in metadata_tables)
         inputs = tuple(tensors[i] for i in main.scalars(1, "i"))
         outputs = tuple(tensors[i] for i in main.scalars(2, "i"))
         buffer_spans = tuple(_buffer_span(b) for b in model.tables(4))
@@ -309,4 +337,5 @@ def read_model(path: str | Path) -> ModelInfo:
     return ModelInfo(path=path, size_bytes=len(data), description=model.string(3) or "",
                      inputs=inputs, outputs=outputs, tensors=tensors, ops=tuple(ops),
                      subgraphs=len(subgraphs), signatures=tuple(signatures), metadata=metadata,
-                     associated_files=_associated_files(data), buffer_spans=buffer_spans)
+                     associated_files=_associated_files(data), buffer_spans=buffer_spans,
+                     metadata_buffers=metadata_buffers)

@@ -51,3 +51,17 @@ def load_labels(path: str | Path) -> dict[int, str]:
 
 def label_name(labels: dict[int, str], class_id: int) -> str:
     return labels.get(class_id, str(class_id))
+
+
+BACKGROUND_NAMES = frozenset({"background", "???", "__background__"})
+
+
+def align_to_classes(labels: dict[int, str], num_classes: int, *, source: str = "labels") -> dict[int, str]:
+    """Labels for a classifier with ``num_classes`` outputs: a list one longer whose first entry is
+    the background (TF-Slim's 1001-class files used with a 1000-class model) is shifted by one."""
+    if labels and len(labels) == num_classes + 1 and min(labels) == 0 and max(labels) == num_classes \
+            and labels[0].strip().lower() in BACKGROUND_NAMES:
+        log.info("%s: %d labels for %d classes and the first is %r: dropping it so that class 0 is %r",
+                 source, len(labels), num_classes, labels[0], labels[1])
+        return {i - 1: name for i, name in labels.items() if i}
+    return labels

@@ -70,16 +70,23 @@ def test_source_that_is_not_a_video(tmp_path):
     _one_line_error(run_edge("run", "--source", str(bad), "--jsonl", ""), "notes.mp4")
 
 
-def test_float_model_where_int8_is_required(float_model):
-    _one_line_error(run_edge("run", "--model", str(float_model), "--jsonl", ""),
-                    "float32 model", "full-integer int8", "--allow-float")
+def test_float_model_runs_on_the_cpu_with_a_warning(float_model, tmp_path):
+    result = run_edge("run", "--model", str(float_model), "--as-fast-as-possible", "--max-frames", "3",
+                      "--jsonl", "", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "is a float32 model: it runs on the CPU" in result.stderr and "--allow-float" in result.stderr
+
+
+def test_float_model_on_the_edgetpu_is_refused(float_model):
+    _one_line_error(run_edge("run", "--model", str(float_model), "--device", "edgetpu", "--jsonl", ""),
+                    "not compiled for the Edge TPU", "edge-host compile")
 
 
 def test_float_model_allowed_explicitly(float_model, tmp_path):
     result = run_edge("run", "--model", str(float_model), "--allow-float", "--as-fast-as-possible",
                       "--max-frames", "5", "--jsonl", "", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "float32 model" in result.stderr
+    assert "float32 model" not in result.stderr
 
 
 def test_edgetpu_model_without_a_tpu_and_no_twin(int8_model, tmp_path):

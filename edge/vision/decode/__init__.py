@@ -22,7 +22,8 @@ from edge.vision.decode.base import (Classification, DecodeParams, Decoder, Dete
                                      RawDetections, finish, finish_classes)
 
 __all__ = ["Decoder", "Detection", "Classification", "DecodeParams", "FinishParams", "RawDetections",
-           "RawClasses", "finish", "finish_classes", "LAYOUTS", "Layout", "make_decoder", "identify_layout", "check_layout",
+           "RawClasses", "finish", "finish_classes", "LAYOUTS", "Layout", "make_decoder", "identify_layout", "resolve_layout",
+           "describe_layout", "check_layout",
            "make_postprocess"]
 
 log = logging.getLogger(__name__)
@@ -63,18 +64,31 @@ def _known(name: str) -> str:
     return name
 
 
-def identify_layout(model: ModelInfo, manifest: Manifest, layout: str = AUTO) -> str:
-    """``layout`` when given, else the manifest's, else the one the model shows; otherwise an error."""
+def resolve_layout(model: ModelInfo, manifest: Manifest, layout: str = AUTO) -> tuple[str, str]:
+    """(layout, why): ``layout`` when given, else the manifest's, else the one the model shows;
+    otherwise an error."""
     if layout and layout != AUTO:
-        return _known(layout)
+        return _known(layout), "--layout"
     if manifest.layout:
-        return _known(manifest.layout)
+        return _known(manifest.layout), f"manifest {manifest.path}"
     for name, entry in LAYOUTS.items():
         if entry.identify(model):
-            log.info("%s: output layout %s identified from the model", model.path.name, name)
-            return name
+            return name, "identified from the model"
     raise ModelError(f"cannot tell the output layout of {model.path.name} from the model itself",
                      f"set output.layout in its manifest or pass --layout (one of {', '.join(sorted(LAYOUTS))})")
+
+
+def identify_layout(model: ModelInfo, manifest: Manifest, layout: str = AUTO) -> str:
+    """``layout`` when given, else the manifest's, else the one the model shows; otherwise an error."""
+    name, why = resolve_layout(model, manifest, layout)
+    if why == "identified from the model":
+        log.info("%s: output layout %s identified from the model", model.path.name, name)
+    return name
+
+
+def describe_layout(model: ModelInfo, manifest: Manifest, layout: str = AUTO) -> str:
+    name, why = resolve_layout(model, manifest, layout)
+    return f"{name} ({why})"
 
 
 def make_decoder(model: ModelInfo, manifest: Manifest, params: DecodeParams | None = None, *,

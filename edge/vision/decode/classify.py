@@ -28,6 +28,7 @@ class ClassifyDecoder:
         self.top_k = top_k
         self.softmax = score == "softmax"
         self.offset = 1 if background else 0
+        self.num_classes = int(self.tensor.shape[-1]) - self.offset
 
     def __call__(self, outputs: tuple[np.ndarray, ...]) -> RawClasses:
         raw = outputs[0].reshape(-1)[self.offset:]
