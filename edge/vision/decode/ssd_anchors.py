@@ -83,7 +83,8 @@ def keypoint_count(model_name: str, shape: tuple[int, ...], n: int, given: int, 
                          "a keypoint has at least x and y (MediaPipe: 2)")
     if len(shape) < 3 or shape[0] != 1 or shape[1] != n:
         raise ModelError(f"{model_name}: box encodings {list(shape)} do not match {n} anchors "
-                         f"(expected [1, {n}, 4 + {values}×K])", "check output.anchors / anchor_options in the manifest")
+                         f"(expected [1, {n}, 4 + {values}×K])",
+                         "check output.anchors / anchor_options in the manifest")
     width = int(np.prod(shape[2:]))
     if given >= 0:
         if width != 4 + values * given:
@@ -233,7 +234,9 @@ def _spec(manifest: Manifest, preset: presets.Preset | None) -> dict:
     if preset is None:
         return SPEC
     values = presets.preset_output(preset)
-    if any(manifest.output.get(k) is not None for k in ANCHOR_KEYS):
+    given = [k for k in ANCHOR_KEYS if manifest.output.get(k) is not None]
+    if given:
+        log.info("output.%s from the manifest replaces the %s preset's anchor options", given[0], preset.name)
         values = {k: v for k, v in values.items() if k not in ANCHOR_KEYS}
     return {**SPEC, **values}
 
