@@ -43,9 +43,9 @@ def test_iou_and_nms_by_hand():
 
 
 def test_mediapipe_face_detection_anchors():
-    # face_detection_short_range.pbtxt: 128x128, strides 8,16,16,16, fixed size → 896 anchors.
+    # face_detection_short_range.pbtxt: 128x128, strides 8,16,16,16, aspect ratio 1.0, fixed size → 896 anchors.
     opts = AnchorOptions(input_size_width=128, input_size_height=128, num_layers=4, min_scale=0.1484375,
-                         max_scale=0.75, strides=(8, 16, 16, 16), fixed_anchor_size=True)
+                         max_scale=0.75, strides=(8, 16, 16, 16), aspect_ratios=(1.0,), fixed_anchor_size=True)
     a = generate(opts)
     assert a.shape == (896, 4)
     assert a[0].tolist() == pytest.approx([0.5 / 16, 0.5 / 16, 1.0, 1.0])
@@ -150,7 +150,8 @@ def test_ssd_anchors_mediapipe_options_and_roles():
     m = model([out((1, 896, 16), name="regressors", index=0), out((1, 896, 1), name="classificators", index=1)],
               inputs=(1, 128, 128, 3))
     opts = {"input_size_width": 128, "input_size_height": 128, "num_layers": 4, "min_scale": 0.1484375,
-            "max_scale": 0.75, "strides": [8, 16, 16, 16], "fixed_anchor_size": True}
+            "max_scale": 0.75, "strides": [8, 16, 16, 16], "aspect_ratios": [1.0],
+            "fixed_anchor_size": True}
     # BlazeFace: x, y, w, h in input pixels (scales 128), linear sizes; 16 values per anchor = box + 6 keypoints.
     dec = make_decoder(m, manifest(layout="ssd_anchors", anchor_options=opts), DecodeParams())
     assert dec.keypoints == 6

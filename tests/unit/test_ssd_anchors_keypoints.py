@@ -162,3 +162,14 @@ def test_the_manifest_overrides_the_preset_key_by_key():
     raw = dec((codes, logits))
     assert raw.scores.tolist() == [1.0] and raw.keypoints.shape == (1, 6, 2)
     assert math.isclose(float(raw.keypoints[0, 0, 0]), 0.5)
+
+
+def test_anchor_options_take_the_proto_defaults_and_check_feature_maps():
+    # ssd_anchors_calculator.proto: aspect_ratios is repeated (none by default); the interpolated
+    # anchor (ratio 1.0 by default) is then the only one per layer: 16x16 + 3 layers x 8x8 = 448.
+    base = {"input_size_width": 128, "input_size_height": 128, "num_layers": 4, "min_scale": 0.1484375,
+            "max_scale": 0.75, "strides": [8, 16, 16, 16], "fixed_anchor_size": True}
+    assert len(generate(AnchorOptions.from_dict(base))) == 16 * 16 + 3 * 8 * 8
+    assert len(generate(AnchorOptions.from_dict({**base, "aspect_ratios": [1.0]}))) == 896
+    with pytest.raises(ModelError, match="feature_map_height/width have 1/1 entries for num_layers = 4"):
+        AnchorOptions.from_dict({**base, "feature_map_height": [16], "feature_map_width": [16]})

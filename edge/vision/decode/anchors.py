@@ -1,7 +1,9 @@
 """SSD anchors generated like MediaPipe's SsdAnchorsCalculator (ssd_anchors_calculator.cc).
 
-Options mirror ``SsdAnchorsCalculatorOptions``; anchors come out as [N, 4] (y_center, x_center,
-height, width), normalised, in the calculator's order (layer, row, column, anchor).
+Options mirror ``SsdAnchorsCalculatorOptions`` with its proto defaults (ssd_anchors_calculator.proto:
+anchor offsets 0.5, no aspect ratios, interpolated_scale_aspect_ratio 1.0, no fixed size); anchors
+come out as [N, 4] (y_center, x_center, height, width), normalised, in the calculator's order
+(layer, row, column, anchor). The multiscale (RetinaNet) generation is not supported.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ class AnchorOptions:
     anchor_offset_y: float = 0.5
     feature_map_width: tuple[int, ...] = ()
     feature_map_height: tuple[int, ...] = ()
-    aspect_ratios: tuple[float, ...] = (1.0,)
+    aspect_ratios: tuple[float, ...] = ()    # repeated in the proto: none unless given
     reduce_boxes_in_lowest_layer: bool = False
     interpolated_scale_aspect_ratio: float = 1.0
     fixed_anchor_size: bool = False
@@ -47,6 +49,10 @@ class AnchorOptions:
         if len(options.strides) != options.num_layers:
             raise ModelError(f"output.anchor_options: {len(options.strides)} strides for num_layers = "
                              f"{options.num_layers}", "give one stride per layer")
+        maps = (len(options.feature_map_height), len(options.feature_map_width))
+        if any(maps) and maps != (options.num_layers,) * 2:
+            raise ModelError(f"output.anchor_options: feature_map_height/width have {maps[0]}/{maps[1]} entries "
+                             f"for num_layers = {options.num_layers}", "give one of each per layer, or neither")
         return options
 
 
