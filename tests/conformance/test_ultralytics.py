@@ -92,6 +92,18 @@ def test_an_8_0_export_with_pixel_boxes_runs_without_a_manifest(tmp_path, clip_f
     assert_detections(got, reference["models"]["float"])
 
 
+@pytest.mark.parametrize("kind", ["int8", "float"])
+def test_a_yolov5_repository_export_runs_without_a_manifest(tmp_path, clip_frames, kind):
+    """The YOLOv5 repository's export.py zips ``meta.txt`` = str({'stride', 'names'}) behind the model."""
+    names = dict(enumerate((MODELS / "yolov5/labels.txt").read_text().splitlines()))
+    path = write_export(tmp_path / "yolov5s-int8.tflite", flatbuffer_of(MODELS / f"yolov5/yolov5_{kind}.tflite"),
+                        "meta.txt", {"stride": 32, "names": names})
+    reference = json.loads((MODELS / "yolov5/reference.json").read_text())
+    decoder, got = run(path, "yolov5", clip_frames, reference["params"])
+    assert decoder.layout == "yolov5" and decoder.num_classes == 80
+    assert_detections(got, reference["models"][kind])
+
+
 @pytest.mark.parametrize("name", ["temp_meta.txt", "metadata.json"])
 def test_classify_export_runs_without_a_manifest(tmp_path, clip_frames, name):
     names = {i: f"class_{i}" for i in range(10)}
