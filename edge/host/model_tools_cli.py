@@ -70,13 +70,14 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         calibration=Path(args.calibration) if args.calibration else None, samples=args.samples,
         stride=args.stride, io=args.io, per_tensor=args.per_tensor, spec=_spec(args),
         labels=manifests.read_labels(args.labels) if args.labels else None, layout=args.layout,
-        latency_runs=args.latency_runs)
+        anchor_options=Path(args.anchor_options) if args.anchor_options else None,
+        latency_runs=args.latency_runs, latency_threads=args.latency_threads, fuse=not args.no_fuse)
     results = q.quantize(source, Path(args.out), options)
     for r in results:
         print(f"{r.mode}: {r.path} ({r.size / 1024:.0f} KB, {r.latency_ms:.2f} ms)")
     if len(results) > 1:
         print(f"comparison: {Path(args.out) / 'comparison.md'}")
-        print(q.comparison_table(results), end="")
+        print(q.comparison_table(results, options.latency_threads), end="")
     return 0
 
 
@@ -129,7 +130,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-size", type=_size, help="WxH, where the model leaves it open")
     p.add_argument("--input-tensors", type=lambda s: s.split(","), help="frozen graph: input tensor names")
     p.add_argument("--output-tensors", type=lambda s: s.split(","), help="frozen graph: output tensor names")
+    p.add_argument("--anchor-options", metavar="FILE.json",
+                   help="float .tflite with --layout ssd_anchors: MediaPipe SsdAnchorsCalculatorOptions as JSON, "
+                        "or a manifest whose output gives anchor_options or anchors")
     p.add_argument("--latency-runs", type=positive_int, default=20)
+    p.add_argument("--latency-threads", type=positive_int, default=1,
+                   help="XNNPACK threads for the side-by-side latency (default 1)")
+    p.add_argument("--no-fuse", action="store_true",
+                   help="float .tflite: do not fuse standalone activations before quantizing (for comparison)")
     _add_input_flags(p)
     p.set_defaults(func=cmd_quantize)
 

@@ -10,15 +10,21 @@ Modes: ``float32`` (the reference every other mode is compared with), ``float16`
 ``int16x8`` (int16 activations, int8 weights). Per-channel weights by default; ``per_tensor``
 on request. Calibration frames go through the device's own pre-processing
 (:mod:`edge.host.calibration`).
+
+A float .tflite is rewritten before ai-edge-quantizer so that XNNPACK can take the int8 model
+whole (:mod:`edge.host.fuse`); the comparison table gives XNNPACK's delegated share of every mode
+(:mod:`edge.runtime.xnnpack`) next to its size and latency, and says why when int8 is slower.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import statistics
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -31,6 +37,7 @@ from edge.host.calibration import float_inputs, representative_dataset
 from edge.host.tf import tensorflow
 from edge.runtime.manifest import InputSpec, find_manifest, load_manifest
 from edge.runtime.model import DETECTION_POSTPROCESS_OP, ModelInfo, read_model
+from edge.runtime.xnnpack import XnnpackShare, delegation
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +72,10 @@ class QuantizeOptions:
     spec: InputSpec | None = None           # None: the source's own (SSD graph, float .tflite manifest), else DEFAULT_SPEC
     labels: list[str] | None = None
     layout: str = "auto"
+    anchor_options: Path | None = None      # .tflite + ssd_anchors: SsdAnchorsCalculatorOptions JSON, or a manifest
     latency_runs: int = 20
+    latency_threads: int = 1
+    fuse: bool = True                       # .tflite: fuse standalone activations before quantizing
     progress: bool = True
 
 
@@ -77,6 +87,7 @@ class ModeResult:
     latency_ms: float
     input_type: str
     output_types: tuple[str, ...]
+    xnnpack: XnnpackShare | None = None     # XNNPACK's delegated share at latency_threads
 
 
 def detect_source(path: Path, inputs: tuple[str, ...] = (), outputs: tuple[str, ...] = (),
@@ -211,13 +222,30 @@ def _tf_convert(src: _TfSource, mode: str, options: QuantizeOptions,
         raise EdgeError(f"the TFLite converter failed in mode {mode}: {lines[-1] if lines else exc}") from None
 
 
+def _densified(path: Path, tensors: list[int]) -> dict[int, np.ndarray]:
+    """The dense values of DENSIFY outputs ``tensors``, as the TFLite kernel computes them (one
+    invoke on zeros, no delegate, every tensor kept): the sparse formats need no decoder here."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(model_path=str(path), num_threads=1, experimental_preserve_all_tensors=True,
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter.allocate_tensors()
+    for detail in interpreter.get_input_details():
+        interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+    interpreter.invoke()
+    return {t: interpreter.get_tensor(t).copy() for t in tensors}
+
+
 def normalise_float_tflite(path: Path, out: Path) -> list[str]:
-    """Rewrite a float .tflite the way ai-edge-quantizer needs it: fp16 weights behind DEQUANTIZE
-    ops become float32 constants, opcodes stored only in ``deprecated_builtin_code`` get their
-    ``builtin_code``, and a model without a signature gets ``serving_default`` (its inputs and
-    outputs by tensor name). Writes ``out``; returns what was changed (empty: nothing to do)."""
+    """Rewrite a float .tflite the way ai-edge-quantizer needs it: sparse weights behind DENSIFY
+    become dense constants, fp16 weights behind DEQUANTIZE ops become float32 constants, opcodes
+    stored only in ``deprecated_builtin_code`` get their ``builtin_code``, and a model without a
+    signature gets ``serving_default`` (its inputs and outputs by tensor name). Tensors left unused
+    are dropped. Writes ``out``; returns what was changed (empty: nothing to do)."""
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils
+
+    from edge.host.fuse import drop_unused_tensors
 
     model = flatbuffer_utils.read_model(str(path))
     changes = []
@@ -228,6 +256,18 @@ def normalise_float_tflite(path: Path, out: Path) -> list[str]:
             code.builtinCode, fixed = best, fixed + 1
     if fixed:
         changes.append(f"{fixed} opcodes taken from deprecated_builtin_code")
+    densify = schema.BuiltinOperator.DENSIFY
+    graph = model.subgraphs[0]
+    sparse = [op for op in graph.operators if model.operatorCodes[op.opcodeIndex].builtinCode == densify]
+    if sparse:
+        values = _densified(path, [int(op.outputs[0]) for op in sparse])
+        for index, dense in values.items():
+            buffer = schema.BufferT()
+            buffer.data = np.frombuffer(np.ascontiguousarray(dense).tobytes(), np.uint8)
+            model.buffers.append(buffer)
+            graph.tensors[index].buffer = len(model.buffers) - 1
+        graph.operators = [op for op in graph.operators if op not in sparse]
+        changes.append(f"{len(sparse)} sparse weights densified (their DENSIFY ops removed)")
     dequantize = schema.BuiltinOperator.DEQUANTIZE
     folded = 0
     for graph in model.subgraphs:
@@ -262,8 +302,21 @@ def normalise_float_tflite(path: Path, out: Path) -> list[str]:
         signature.outputs = [tensor_map(i) for i in graph.outputs]
         model.signatureDefs = [signature]
         changes.append("signature serving_default added")
+    if changes:
+        drop_unused_tensors(model)
+        _drop_unused_buffers(model)
     out.write_bytes(bytes(flatbuffer_utils.convert_object_to_bytearray(model)))
     return changes
+
+
+def _drop_unused_buffers(model) -> None:
+    """Empty the buffers no tensor or metadata entry uses (the fp16 and sparse originals of
+    weights made float32), so they do not stay in the file; buffer indices do not change."""
+    used = {t.buffer for g in model.subgraphs for t in g.tensors}
+    used.update(m.buffer for m in model.metadata or ())
+    for i, buffer in enumerate(model.buffers):
+        if i not in used and buffer.data is not None:
+            buffer.data = None
 
 
 def _aeq_convert(path: Path, mode: str, options: QuantizeOptions, calibration: list[np.ndarray] | None) -> bytes:
@@ -318,6 +371,30 @@ def latency_ms(path: Path, runs: int, threads: int = 2) -> float:
     return statistics.median(times) if times else float("nan")
 
 
+def measure_modes(paths: list[Path], runs: int, threads: int = 1) -> list[tuple[float, XnnpackShare]]:
+    """(median invoke ms, XNNPACK's delegated share) of every model, measured side by side: the
+    invokes are interleaved (model 1, 2, ..., 1, 2, ...) so that a slower or busier stretch of a
+    shared machine hits every model alike. Two warm-up invokes each; inputs are zeros."""
+    from ai_edge_litert.interpreter import Interpreter
+    interpreters, shares = [], []
+    for path in paths:
+        interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        interpreter.allocate_tensors()
+        shares.append(delegation(interpreter))
+        for detail in interpreter.get_input_details():
+            interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+        for _ in range(2):
+            interpreter.invoke()
+        interpreters.append(interpreter)
+    times: list[list[float]] = [[] for _ in paths]
+    for _ in range(runs):
+        for interpreter, samples in zip(interpreters, times):
+            start = time.perf_counter()
+            interpreter.invoke()
+            samples.append((time.perf_counter() - start) * 1000)
+    return [(statistics.median(t) if t else float("nan"), share) for t, share in zip(times, shares)]
+
+
 def _layout(info: ModelInfo, requested: str) -> str:
     if requested != "auto":
         return requested
@@ -349,9 +426,17 @@ def quantize(source: SourceModel, out_dir: Path, options: QuantizeOptions) -> li
     if source.kind == "tflite" and options.io not in (None, "int8"):
         raise ConfigError(f"--io {options.io} is not available for a .tflite source",
                           "ai-edge-quantizer makes static int8 models with int8 I/O (use --io int8)")
-    if options.layout == "ssd_anchors" and source.kind != "ssd_graph":
+    if options.layout == "ssd_anchors" and source.kind not in ("ssd_graph", "tflite"):
         raise ConfigError("--layout ssd_anchors needs the anchors, which edge-host reads from a TF1 Object "
-                          "Detection API SSD graph only", "give the SSD frozen graph, or --layout raw")
+                          "Detection API SSD graph, or takes from --anchor-options for a float .tflite",
+                          "give the SSD frozen graph or a float .tflite, or --layout raw")
+    if options.anchor_options is not None and (source.kind != "tflite"
+                                               or options.layout not in ("auto", "ssd_anchors")):
+        raise ConfigError(f"--anchor-options is given with a {source.kind} source and --layout {options.layout}",
+                          "anchor options are for a float .tflite source with --layout ssd_anchors")
+    if options.latency_runs <= 0 or options.latency_threads <= 0:
+        raise ConfigError(f"latency runs {options.latency_runs} / threads {options.latency_threads} "
+                          "must be positive")
     needs_data = any(m in _CALIBRATED for m in options.modes)
     if needs_data and options.calibration is None:
         raise ConfigError(f"modes {', '.join(m for m in options.modes if m in _CALIBRATED)} need calibration data",
@@ -378,12 +463,13 @@ def quantize(source: SourceModel, out_dir: Path, options: QuantizeOptions) -> li
                 log.info("%s normalised for ai-edge-quantizer: %s", source.path.name, "; ".join(changes))
             source_for_aeq = normalised if changes else source.path
             shutil.copyfile(source_for_aeq, paths["float32"])     # the float32 model is the (normalised) source
+            source_for_aeq = _rewritten(source_for_aeq, Path(tmp) / f"fused_{source.path.name}", options)
         else:
             src = _TfSource(source, Path(tmp), options.labels, options.layout)
             log.info("converting %s to float32", source.path.name)
             paths["float32"].write_bytes(_tf_convert(src, "float32", options, None))
-        spec, labels_list, source_output = _source_facts(source, src, options)
         float_info = read_model(paths["float32"])
+        spec, labels_list, source_output = _source_facts(source, src, options, float_info)
         width, height = _model_size(float_info)
         calibration_inputs: list[np.ndarray] | None = None      # read once, for every calibrated mode
         for mode in modes[1:]:
@@ -414,7 +500,10 @@ def quantize(source: SourceModel, out_dir: Path, options: QuantizeOptions) -> li
     task = "classification" if output.get("layout") == "classification" else "detection"
     source_sha256 = manifests.source_sha256(source.path)     # the same for every mode: hash it once
     results = []
-    for mode in modes:
+    log.info("measuring %s side by side (%d invokes each, %d thread%s)", ", ".join(modes), options.latency_runs,
+             options.latency_threads, "s" if options.latency_threads > 1 else "")
+    measured = measure_modes([paths[m] for m in modes], options.latency_runs, options.latency_threads)
+    for mode, (latency, share) in zip(modes, measured):
         # float32 is always written: every other mode's float twin.
         models = {"cpu": paths[mode].name, "float": paths["float32"].name}
         manifests.write_manifest(
@@ -422,17 +511,33 @@ def quantize(source: SourceModel, out_dir: Path, options: QuantizeOptions) -> li
             input=manifests.input_dict(spec, width, height), output=output,
             provenance=_provenance(source, mode, options, source_sha256))
         info = float_info if mode == "float32" else read_model(paths[mode])
-        results.append(ModeResult(mode, paths[mode], paths[mode].stat().st_size,
-                                  latency_ms(paths[mode], options.latency_runs), info.inputs[0].type,
-                                  tuple(t.type for t in info.outputs)))
+        results.append(ModeResult(mode, paths[mode], paths[mode].stat().st_size, latency, info.inputs[0].type,
+                                  tuple(t.type for t in info.outputs), share))
     if "int8" in paths:
         shutil.copyfile(paths["int8"].with_suffix(".json"), out_dir / "manifest.json")
     if len(results) > 1:
-        (out_dir / "comparison.md").write_text(comparison_table(results), encoding="utf-8")
+        (out_dir / "comparison.md").write_text(comparison_table(results, options.latency_threads), encoding="utf-8")
+        (out_dir / "comparison.json").write_text(
+            json.dumps(comparison_json(results, options.latency_threads), indent=2) + "\n", encoding="utf-8")
     return results
 
 
-def _source_facts(source: SourceModel, src: "_TfSource | None", options: QuantizeOptions
+def _rewritten(path: Path, out: Path, options: QuantizeOptions) -> Path:
+    """The float model ai-edge-quantizer gets: ``path`` with its standalone activations fused
+    (:mod:`edge.host.fuse`), unless ``options.fuse`` is off."""
+    if not options.fuse:
+        log.info("%s: standalone activations are not fused (fuse off): XNNPACK may split the int8 graph",
+                 path.name)
+        return path
+    from edge.host.fuse import rewrite_for_xnnpack
+    changes = rewrite_for_xnnpack(path, out)
+    if not changes:
+        return path
+    log.info("%s rewritten for XNNPACK before quantizing: %s", path.name, "; ".join(changes))
+    return out
+
+
+def _source_facts(source: SourceModel, src: "_TfSource | None", options: QuantizeOptions, float_info: ModelInfo
                   ) -> tuple[InputSpec, list[str] | None, dict | None]:
     """(input spec, labels, output table): an SSD graph's own values win; a float .tflite's manifest
     fills what the flags leave open; otherwise the flags, else :data:`DEFAULT_SPEC`."""
@@ -444,6 +549,7 @@ def _source_facts(source: SourceModel, src: "_TfSource | None", options: Quantiz
                         source.path.name, src.spec_override.mean[0], src.spec_override.std[0])
         return src.spec_override, options.labels, dict(src.output)
     if source.kind == "tflite":
+        anchors = _anchor_output(options, float_info) if options.anchor_options is not None else None
         found = find_manifest(source.path)
         if found is not None:
             manifest = load_manifest(found)
@@ -456,12 +562,92 @@ def _source_facts(source: SourceModel, src: "_TfSource | None", options: Quantiz
                 else:
                     log.warning("%s names labels %s, which does not exist: the quantized models get no labels "
                                 "(pass --labels)", found.name, manifest.labels)
-            output = manifest.output if options.layout == "auto" and manifest.output else None
+            output = manifest.output if options.layout in ("auto", manifest.layout) and manifest.output else None
             spec = options.spec or replace(manifest.input, width=0, height=0)
-            return spec, labels, dict(output) if output else None
+            if anchors is None and output is None:
+                anchors = _tflite_output(options, float_info, _mediapipe_preset(options, float_info))
+            return spec, labels, anchors or (dict(output) if output else None)
+        preset = _mediapipe_preset(options, float_info)
+        output = anchors or _tflite_output(options, float_info, preset)
+        if options.spec is None and preset is not None:
+            low, high = preset.input_range
+            std = 255.0 / (high - low)
+            log.info("input normalisation: MediaPipe's %s takes RGB in [%g, %g]: (pixel - %g) / %g "
+                     "(see --mean/--std/--colour)", preset.name, low, high, -low * std, std)
+            return (InputSpec(colour="RGB", mean=(-low * std,) * 3, std=(std,) * 3, resize="stretch"),
+                    options.labels, output)
+        if options.spec is None:
+            log.info("input normalisation: (pixel - 127.5) / 127.5, RGB (the default; see --mean/--std/--colour)")
+        return options.spec or DEFAULT_SPEC, options.labels, output
     if options.spec is None:
         log.info("input normalisation: (pixel - 127.5) / 127.5, RGB (the default; see --mean/--std/--colour)")
     return options.spec or DEFAULT_SPEC, options.labels, None
+
+
+def _mediapipe_preset(options: QuantizeOptions, float_info: ModelInfo):
+    """The MediaPipe detector preset (:mod:`edge.vision.decode.mediapipe_presets`) the model
+    is, when the layout is ``auto`` or ``ssd_anchors``; else None."""
+    if options.layout not in ("auto", "ssd_anchors"):
+        return None
+    from edge.vision.decode.mediapipe_presets import find_preset
+    return find_preset(float_info)
+
+
+def _tflite_output(options: QuantizeOptions, float_info: ModelInfo, preset) -> dict | None:
+    """The output table of a float .tflite without anchor options or a manifest giving them: a
+    MediaPipe detector the device recognises (``preset``) brings its own; with ``--layout
+    ssd_anchors`` anything else is an error; otherwise None (the layout is told from the model)."""
+    from edge.vision.decode.mediapipe_presets import preset_output
+    if preset is None and options.layout != "ssd_anchors":
+        return None
+    if preset is None:
+        outputs = ", ".join(f"{t.name} {list(t.shape)}" for t in float_info.outputs)
+        raise ConfigError(f"--layout ssd_anchors: {float_info.path.name} (outputs {outputs}) comes without anchors",
+                          "pass --anchor-options FILE.json (SsdAnchorsCalculatorOptions, or a manifest whose "
+                          "output has anchor_options or anchors)")
+    log.info("%s is MediaPipe's %s: its anchor options and decoding go into the manifest (%s)",
+             float_info.path.name, preset.name, preset.source)
+    return {"layout": "ssd_anchors", **preset_output(preset)}
+
+
+def _anchor_output(options: QuantizeOptions, float_info: ModelInfo) -> dict:
+    """The ``ssd_anchors`` output table from ``--anchor-options``: a JSON file of
+    SsdAnchorsCalculatorOptions, or a manifest (its ``output`` table, which must give
+    ``anchor_options`` or ``anchors``). The anchor count must match the model's outputs."""
+    from edge.vision.decode.anchors import AnchorOptions, generate
+    path = Path(options.anchor_options)
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"--anchor-options {str(path)!r} does not exist",
+                          "give a JSON file of SsdAnchorsCalculatorOptions or a manifest") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--anchor-options {str(path)!r} is not JSON ({exc})") from None
+    if not isinstance(table, dict):
+        raise ConfigError(f"--anchor-options {str(path)!r} holds a {type(table).__name__}",
+                          "expected a JSON object: SsdAnchorsCalculatorOptions, or a manifest")
+    if "output" in table:
+        output = dict(table["output"])
+        if output.get("layout", "ssd_anchors") != "ssd_anchors" or not ("anchor_options" in output
+                                                                         or "anchors" in output):
+            raise ConfigError(f"--anchor-options {path.name}: its output (layout {output.get('layout')!r}) "
+                              "gives no anchor_options or anchors", "give a manifest with an ssd_anchors output")
+    else:
+        output = {"anchor_options": table}
+    output["layout"] = "ssd_anchors"
+    if "anchor_options" in output:
+        try:
+            count = len(generate(AnchorOptions.from_dict(output["anchor_options"])))
+        except ModelError as exc:
+            raise ConfigError(f"--anchor-options {path.name}: {exc}") from None
+    else:
+        count = len(output["anchors"])
+    rows = [t.shape[1] for t in float_info.outputs if len(t.shape) >= 2]
+    if count not in rows:
+        raise ConfigError(f"--anchor-options {path.name} makes {count} anchors but {float_info.path.name}'s "
+                          f"outputs have {rows} rows", "give the options of this model's anchors")
+    log.info("%s: %d anchors from %s", float_info.path.name, count, path.name)
+    return output
 
 
 def _provenance(source: SourceModel, mode: str, options: QuantizeOptions, source_sha256: str) -> dict:
@@ -480,16 +666,65 @@ def _provenance(source: SourceModel, mode: str, options: QuantizeOptions, source
     return prov
 
 
-def comparison_table(results: list[ModeResult]) -> str:
-    """Markdown table: size and CPU latency of every mode, relative to float32."""
+def comparison_table(results: list[ModeResult], threads: int = 1) -> str:
+    """Markdown: size, CPU latency and XNNPACK's delegated share of every mode, relative to
+    float32, with a sentence for each mode slower than float32 saying why."""
     base = next((r for r in results if r.mode == "float32"), results[0])
-    lines = ["| mode | file | size (KB) | size vs float32 | latency (ms, median) | latency vs float32 | input | outputs |",
-             "|---|---|---:|---:|---:|---:|---|---|"]
+    lines = [f"| mode | file | size (KB) | size vs float32 | latency (ms, median, {threads} thread"
+             f"{'s' if threads > 1 else ''}) | latency vs float32 | XNNPACK partitions | XNNPACK nodes | "
+             "input | outputs |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in results:
+        share = r.xnnpack
+        partitions = str(share.partitions) if share else "-"
+        nodes = f"{share.delegated_nodes}/{share.total_nodes}" if share else "-"
         lines.append(f"| {r.mode} | {r.path.name} | {r.size / 1024:.0f} | {r.size / base.size:.2f} | "
-                     f"{r.latency_ms:.2f} | {r.latency_ms / base.latency_ms:.2f} | {r.input_type} | "
-                     f"{', '.join(sorted(set(r.output_types)))} |")
-    return "\n".join(lines) + "\n"
+                     f"{r.latency_ms:.2f} | {r.latency_ms / base.latency_ms:.2f} | {partitions} | {nodes} | "
+                     f"{r.input_type} | {', '.join(sorted(set(r.output_types)))} |")
+    notes = [f"- {why}" for why in (why_slower(r, base) for r in results if r is not base) if why]
+    return "\n".join(lines) + "\n" + ("\n" + "\n".join(notes) + "\n" if notes else "")
+
+
+def comparison_json(results: list[ModeResult], threads: int = 1) -> dict:
+    base = next((r for r in results if r.mode == "float32"), results[0])
+    return {"latency_threads": threads, "modes": [
+        {"mode": r.mode, "file": r.path.name, "size_bytes": r.size, "size_vs_float32": round(r.size / base.size, 4),
+         "latency_ms": round(r.latency_ms, 4), "latency_vs_float32": round(r.latency_ms / base.latency_ms, 4),
+         "input": r.input_type, "outputs": list(r.output_types),
+         "xnnpack": r.xnnpack.as_dict() if r.xnnpack else None, "slower_because": why_slower(r, base)}
+        for r in results]}
+
+
+def float_ops_inside(info: ModelInfo) -> Counter:
+    """Ops of a quantized model that compute in float (QUANTIZE/DEQUANTIZE aside), by name."""
+    return Counter(op.name for op in info.ops if op.name not in ("QUANTIZE", "DEQUANTIZE") and op.outputs
+                   and info.tensors[op.outputs[0]].type in ("FLOAT32", "FLOAT16"))
+
+
+def why_slower(result: ModeResult, base: ModeResult) -> str | None:
+    """Why ``result`` runs slower than the float32 model ``base`` (None when it does not)."""
+    if result.latency_ms <= base.latency_ms or result.xnnpack is None or base.xnnpack is None:
+        return None
+    ratio = result.latency_ms / base.latency_ms
+    head = f"{result.mode} is {ratio:.2f}x slower than float32"
+    share, float_share = result.xnnpack, base.xnnpack
+
+    def listed(counts: Counter) -> str:
+        return ", ".join(f"{n} {op}" for op, n in counts.most_common())
+
+    if share.partitions > float_share.partitions or share.fraction < float_share.fraction:
+        return (f"{head}: XNNPACK splits it into {share.partitions} partitions and leaves "
+                f"{share.total_nodes - share.delegated_nodes} of {share.total_nodes} nodes to TFLite's reference "
+                f"kernels ({listed(share.cpu_ops)}), against {float_share.partitions} partition(s) for float32.")
+    info = read_model(result.path)
+    kept = float_ops_inside(info) if result.mode in ("int8", "int16x8") else Counter()
+    if kept:
+        converts = Counter(op.name for op in info.ops if op.name in ("QUANTIZE", "DEQUANTIZE"))
+        return (f"{head} although XNNPACK takes it whole: {listed(kept)} stay float inside it (the "
+                f"quantizer leaves them unquantized), behind {listed(converts)} that convert to and from int8.")
+    return (f"{head} although XNNPACK takes both alike ({share.describe()}): the difference is XNNPACK's "
+            f"own {result.mode} kernels against its float32 ones for these layer shapes on this CPU; measure "
+            "on the target device.")
 
 
 def parse_modes(text: str) -> tuple[str, ...]:
