@@ -83,6 +83,7 @@ class LabelSource:
 
 
 def _fmt(values: tuple[float, ...]) -> str:
+    values = tuple(v + 0.0 for v in values)     # -0.0 prints as 0
     if len(set(values)) == 1:
         return f"{values[0]:g}"
     return "[" + ", ".join(f"{v:g}" for v in values) + "]"
