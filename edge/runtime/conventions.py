@@ -6,7 +6,8 @@ Input convention (normalisation, colour order, resize), first rule that applies:
 2. ``flags``: ``--input-mean/--input-std`` (``[model] input_mean/input_std``);
 3. ``tflite-metadata``: TFLite Model Metadata (Model Maker, TF Hub, MediaPipe): NormalizationOptions
    and colour space. A uint8 input takes raw pixels, as the TFLite Task Library feeds it; metadata
-   that contradicts the tensor's own quantization is reported;
+   that contradicts the tensor's own quantization is reported. The metadata does not say how to fit
+   the aspect ratio: a MediaPipe detector recognised by its tensors is letterboxed as its graph is;
 4. ``ultralytics``: Ultralytics export metadata: pixels / 255, RGB, letterboxed with pad 114;
 5. ``preset``: a known model recognised by its tensors, with its publisher's documented values;
 6. ``uint8-raw``: a uint8 input with no metadata takes the resized RGB pixels as they are, which is
@@ -141,7 +142,8 @@ def _from_ultralytics(model: ModelInfo) -> tuple[InputSpec, str] | None:
 
 
 def _from_preset(model: ModelInfo) -> tuple[InputSpec, str] | None:
-    """A MediaPipe detector recognised by its tensors: the float range its graph config converts to."""
+    """A MediaPipe detector recognised by its tensors: the float range its graph config converts to,
+    letterboxed (keep_aspect_ratio, BORDER_ZERO: black pixels) when the graph says so."""
     from edge.vision.decode.mediapipe_presets import find_preset
 
     preset = find_preset(model)
@@ -149,7 +151,16 @@ def _from_preset(model: ModelInfo) -> tuple[InputSpec, str] | None:
         return None
     low, high = preset.input_range
     std = 255.0 / (high - low)
-    return InputSpec(colour="RGB", mean=(-low * std,) * 3, std=(std,) * 3), preset.source
+    return InputSpec(colour="RGB", mean=(-low * std,) * 3, std=(std,) * 3,
+                     resize="letterbox" if preset.keep_aspect_ratio else "stretch", pad_value=0), preset.source
+
+
+def _with_preset_geometry(spec: InputSpec, model: ModelInfo) -> InputSpec:
+    """TFLite Metadata says nothing of aspect ratio: a recognised MediaPipe model's graph config does."""
+    found = _from_preset(model)
+    if found is None:
+        return spec
+    return dataclasses.replace(spec, resize=found[0].resize, pad_value=found[0].pad_value)
 
 
 def _flags(cfg: ModelConfig) -> InputSpec | None:
@@ -191,6 +202,7 @@ def resolve_input(model: ModelInfo, manifest: Manifest, cfg: ModelConfig) -> Inp
     if meta is not None:
         spec = _from_metadata(meta, tensor, f"{name}: TFLITE_METADATA")
         if spec is not None:
+            spec = _with_preset_geometry(spec, model)
             return InputConvention(_overrides(spec, cfg), "tflite-metadata", f"TFLITE_METADATA of {name}")
     for rule, found in (("ultralytics", _from_ultralytics(model)), ("preset", _from_preset(model))):
         if found is not None:
