@@ -31,7 +31,7 @@ class Preset:
     input_size: tuple[int, int]        # (width, height) in pixels
     num_anchors: int                   # N: rows of both outputs
     num_keypoints: int                 # K: regressors are [1, N, 4 + 2K]
-    output_names: tuple[str, str]      # (regressors, classificators) tensor names as exported
+    output_names: tuple[str, str]      # the two output tensor names as exported (roles follow the shapes)
     anchor_options: dict[str, Any]     # SsdAnchorsCalculatorOptions
     min_score_thresh: float            # TensorsToDetectionsCalculatorOptions.min_score_thresh
     iou_threshold: float               # NonMaxSuppressionCalculatorOptions.min_suppression_threshold
