@@ -74,6 +74,11 @@ class UltralyticsMeta:
         return tuple(int(p) for p in parts)
 
     @property
+    def task_recorded(self) -> bool:
+        """False for files without a ``task`` key (YOLOv5's meta.txt, early 8.0): ``task`` is then a guess."""
+        return "task" in self.raw
+
+    @property
     def export_args(self) -> dict:
         args = self.raw.get("args")
         return args if isinstance(args, dict) else {}

@@ -318,3 +318,13 @@ def test_pose_needs_kpt_shape_and_the_right_channel_count(tmp_path):
     wrong = exporter_dict("8.3.40", "pose", COCO_POSE_NAMES, (320, 256), (17, 2))
     with pytest.raises(ModelError, match=r"17x2 keypoints expects \[1, 39, N\]"):
         make_decoder(pose_model(tmp_path, tensor, wrong), BARE)
+
+
+def test_a_yolov5_classify_export_with_meta_txt_is_a_classifier(tmp_path):
+    """YOLOv5's export.py zips meta.txt (no task key) behind every TFLite export, classifiers too."""
+    names = {i: f"c{i}" for i in range(10)}
+    flat = flatbuffer_of(MODELS / "classification/classification_int8.tflite")
+    path = write_export(tmp_path / "yolov5s-cls.tflite", flat, "meta.txt", {"stride": 32, "names": names})
+    model = read_model(path)
+    assert identify_layout(model, BARE) == "classification"
+    assert make_decoder(model, BARE).layout == "classification"

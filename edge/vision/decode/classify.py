@@ -63,7 +63,7 @@ def _check_ultralytics(model: ModelInfo) -> None:
         return
     ultralytics.refuse_unsupported(meta, model.path.name)
     classes = model.outputs[0].shape[-1]
-    if meta.task != "classify" or classes != len(meta.names):
+    if (meta.task_recorded and meta.task != "classify") or classes != len(meta.names):
         raise ModelError(f"{model.path.name} is an Ultralytics {meta.task} export with {len(meta.names)} names "
                          f"({meta.source}); layout {LAYOUT} needs a classify export with [1, {classes}] = one "
                          "probability per name", "drop --layout / output.layout to use the model's own layout")
@@ -73,7 +73,7 @@ def identify(model: ModelInfo) -> bool:
     """One 2-D output and no detection op: what every image classifier export looks like (an
     Ultralytics export must say task ``classify``; its output is softmax probabilities)."""
     meta = ultralytics.read_metadata(model)
-    if meta is not None and meta.task != "classify":
+    if meta is not None and meta.task_recorded and meta.task != "classify":
         return False
     return (len(model.outputs) == 1 and len(model.outputs[0].shape) == 2 and model.outputs[0].shape[0] == 1
             and model.outputs[0].shape[1] > 1)

@@ -190,14 +190,18 @@ def identify_v8(model: ModelInfo) -> bool:
     if meta is None or meta.source == ultralytics.YOLOV5_FILE:
         return False
     ultralytics.refuse_unsupported(meta, model.path.name)
-    return meta.task == "detect" and len(model.outputs) == 1
+    return meta.task == "detect" and _one_3d_output(model)
+
+
+def _one_3d_output(model: ModelInfo) -> bool:
+    return len(model.outputs) == 1 and len(model.outputs[0].shape) == 3
 
 
 def identify_v5(model: ModelInfo) -> bool:
     """The YOLOv5 repository's TFLite exports carry ``meta.txt`` (stride, names); others need the
     manifest or --layout."""
     meta = ultralytics.read_metadata(model)
-    return meta is not None and meta.source == ultralytics.YOLOV5_FILE and len(model.outputs) == 1
+    return meta is not None and meta.source == ultralytics.YOLOV5_FILE and _one_3d_output(model)
 
 
 POSE = "yolov8_pose"
