@@ -164,13 +164,15 @@ def test_errors_are_one_line_with_exit_2(args, message):
     assert len(errors) == 1 and message in errors[0], r.stderr
 
 
-def test_a_raw_head_without_manifest_asks_for_the_layout(tmp_path):
+def test_a_raw_head_without_manifest_says_its_anchors_are_missing(tmp_path):
     bare = tmp_path / "head.tflite"
     shutil.copyfile(MODELS / "ssd_anchors/ssd_anchors_int8.tflite", bare)
-    r = run_edge("run", "-m", str(bare), "--jsonl", "", "--live", "off", "--max-frames", "1")
+    r = run_edge("run", "-m", str(bare), "--input-mean", "127.5", "--input-std", "127.5", "--jsonl", "",
+                 "--live", "off", "--max-frames", "1")
     assert r.returncode == 2
-    assert "cannot tell the output layout of head.tflite from the model itself (set output.layout in its " \
-           "manifest or pass --layout" in r.stderr
+    assert "head.tflite is a raw SSD head (box encodings and class scores by name) that edge does not " \
+           "recognise: its anchors are what is missing" in r.stderr
+    assert "output.anchors" in r.stderr and "output.anchor_options" in r.stderr
 
 
 def test_a_bare_yolov5_runs_with_layout_and_labels_flags(tmp_path, clip):

@@ -74,6 +74,11 @@ def resolve_layout(model: ModelInfo, manifest: Manifest, layout: str = AUTO) -> 
     for name, entry in LAYOUTS.items():
         if entry.identify(model):
             return name, "identified from the model"
+    if ssd_anchors.named_raw_head(model):
+        raise ModelError(f"{model.path.name} is a raw SSD head (box encodings and class scores by name) that edge "
+                         "does not recognise: its anchors are what is missing",
+                         "write a manifest with output.layout = ssd_anchors and output.anchors ([N, 4] ycenter, "
+                         "xcenter, height, width) or output.anchor_options (MediaPipe SsdAnchorsCalculator options)")
     raise ModelError(f"cannot tell the output layout of {model.path.name} from the model itself",
                      f"set output.layout in its manifest or pass --layout (one of {', '.join(sorted(LAYOUTS))})")
 

@@ -267,3 +267,13 @@ def build(model: ModelInfo, manifest: Manifest, params: DecodeParams) -> SsdAnch
 def identify(model: ModelInfo) -> bool:
     """True only for MediaPipe detectors edge knows; other raw heads need anchors from a manifest."""
     return presets.find_preset(model) is not None
+
+
+def named_raw_head(model: ModelInfo) -> bool:
+    """True when two outputs carry the well-known box-encoding and class-score names (for error
+    messages: such a model needs anchors, which only a manifest or a preset can give)."""
+    try:
+        output_roles(model)
+    except ModelError:
+        return False
+    return len(model.outputs) == 2
