@@ -1,6 +1,7 @@
 """`edge run` / `edge info` as a user runs them: real model, real clip, subprocesses."""
 
 import json
+import shutil
 
 import pytest
 
@@ -117,3 +118,22 @@ def test_explicit_edgetpu_without_a_tpu(tmp_path):
 ])
 def test_bad_flags(flag, value, fragment):
     _one_line_error(run_edge("run", flag, value, "--jsonl", ""), fragment)
+
+
+def test_the_person_detector_copied_alone_finds_what_it_finds_with_its_manifest(int8_model, tmp_path):
+    """The issue's case: without manifest.json (mean 0 / std 1 saturated the input) it found nobody.
+    As a uint8 model with no metadata it now takes raw pixels, as pycoral feeds them."""
+    def frames(*args):
+        out = tmp_path / "events.jsonl"
+        out.unlink(missing_ok=True)
+        result = run_edge("run", *args, "--as-fast-as-possible", "--jsonl", str(out), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        return [json.loads(line) for line in out.read_text().splitlines()]
+
+    alone = shutil.copy(int8_model, tmp_path / "person.tflite")
+    bare = frames("-m", str(alone))
+    full = frames("-m", str(int8_model))
+    assert len(full) == 56 and [e["frame"] for e in bare] == [e["frame"] for e in full]
+    assert {d["label"] for e in bare for d in e["detections"]} == {"0"}            # no labels beside it
+    (tmp_path / "labels.txt").write_text("person\n")
+    assert {d["label"] for e in frames("-m", str(alone)) for d in e["detections"]} == {"person"}
