@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import statistics
 import tempfile
@@ -319,8 +320,33 @@ def _drop_unused_buffers(model) -> None:
             buffer.data = None
 
 
-def _aeq_convert(path: Path, mode: str, options: QuantizeOptions, calibration: list[np.ndarray] | None) -> bytes:
-    """ai-edge-quantizer on a float .tflite (it needs a signature; static modes make the I/O int8)."""
+# Ops that only move values: an output head is walked back through them to the op computing it.
+_SHAPE_OPS = frozenset({"RESHAPE", "CONCATENATION", "SQUEEZE", "EXPAND_DIMS", "TRANSPOSE"})
+
+
+def output_heads(info: ModelInfo) -> list[str]:
+    """Output tensor names of the ops making each model output: the shape-only ops before it
+    (RESHAPE, CONCATENATION, ...) and the computing ops (e.g. the head convolutions) they gather."""
+    producer = {t: op for op in info.ops for t in op.outputs}
+    names: list[str] = []
+    stack = [t.index for t in info.outputs]
+    seen: set[int] = set()
+    while stack:
+        tensor = stack.pop()
+        op = producer.get(tensor)
+        if op is None or tensor in seen:
+            continue
+        seen.add(tensor)
+        names.extend(info.tensors[t].name for t in op.outputs)
+        if op.name in _SHAPE_OPS:
+            stack.extend(t for t in op.inputs if t >= 0 and not info.is_constant(t))
+    return names
+
+
+def _aeq_convert(path: Path, mode: str, options: QuantizeOptions, calibration: list[np.ndarray] | None,
+                 float_heads: bool = False) -> bytes:
+    """ai-edge-quantizer on a float .tflite (it needs a signature; static modes make the I/O int8).
+    ``float_heads``: keep the output heads float (:func:`output_heads`)."""
     from ai_edge_quantizer import algorithm_manager, qtyping, quantizer
     from ai_edge_litert.interpreter import Interpreter
 
@@ -343,6 +369,17 @@ def _aeq_convert(path: Path, mode: str, options: QuantizeOptions, calibration: l
             # The post-processing op's outputs (boxes, class ids, scores, count) must stay float:
             # quantizing them destroys the count and class ids (selective quantization).
             log.info("%s: keeping the %s outputs float", path.name, DETECTION_POSTPROCESS_OP)
+            qt.update_quantization_recipe(".*", qtyping.TFLOperationName.OUTPUT,
+                                          algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
+        elif float_heads:
+            # Raw detector heads: score logits span hundreds (MediaPipe clips them at ±100) and
+            # calibration frames without the object leave the top of that range unseen, so int8
+            # would clamp every positive logit; the heads are cheap, keep them float.
+            names = output_heads(read_model(path))
+            log.info("%s: keeping the output heads float (%s)", path.name, ", ".join(names))
+            scopes = "|".join(re.escape(n) for n in names)
+            qt.update_quantization_recipe(f"^(?:{scopes});$", op,
+                                          algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
             qt.update_quantization_recipe(".*", qtyping.TFLOperationName.OUTPUT,
                                           algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
     result = None
@@ -482,7 +519,8 @@ def quantize(source: SourceModel, out_dir: Path, options: QuantizeOptions) -> li
                     if not calibration_inputs:
                         raise ConfigError(f"calibration data {str(options.calibration)!r} yielded no frames")
                 data = calibration_inputs if mode in _CALIBRATED else None
-                paths[mode].write_bytes(_aeq_convert(source_for_aeq, mode, options, data))
+                float_heads = (source_output or {}).get("layout") == "ssd_anchors"
+                paths[mode].write_bytes(_aeq_convert(source_for_aeq, mode, options, data, float_heads))
             else:
                 rep = (representative_dataset(options.calibration, spec, (width, height), samples=options.samples,
                                               stride=options.stride, progress=options.progress)
@@ -720,8 +758,10 @@ def why_slower(result: ModeResult, base: ModeResult) -> str | None:
     kept = float_ops_inside(info) if result.mode in ("int8", "int16x8") else Counter()
     if kept:
         converts = Counter(op.name for op in info.ops if op.name in ("QUANTIZE", "DEQUANTIZE"))
-        return (f"{head} although XNNPACK takes it whole: {listed(kept)} stay float inside it (the "
-                f"quantizer leaves them unquantized), behind {listed(converts)} that convert to and from int8.")
+        return (f"{head} although XNNPACK takes it whole ({share.describe()}): {listed(kept)} compute in "
+                f"float inside it (ops ai-edge-quantizer does not quantize, or output heads kept float), with "
+                f"{listed(converts)} converting around them; the rest is XNNPACK's own int8 kernels against "
+                "its float32 ones for these layer shapes on this CPU.")
     return (f"{head} although XNNPACK takes both alike ({share.describe()}): the difference is XNNPACK's "
             f"own {result.mode} kernels against its float32 ones for these layer shapes on this CPU; measure "
             "on the target device.")
