@@ -51,7 +51,8 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
                                                      "R,G,B (default: manifest, model metadata, raw uint8 pixels)")
     g.add_argument("--input-std", metavar="S", help="input normalisation std (with --input-mean)")
     g.add_argument("--colour", help="channel order the model takes: RGB | BGR (default: manifest, metadata, RGB)")
-    g.add_argument("--resize", help="stretch | letterbox (default: manifest, letterbox for Ultralytics, stretch)")
+    g.add_argument("--resize", help="stretch | letterbox | crop (default: manifest, letterbox for Ultralytics "
+                                    "detectors, crop for their classifiers, stretch)")
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:

@@ -49,9 +49,10 @@ class ModelConfig:
     input_std: tuple = setting((), "Input normalisation std (see input_mean): one number or three.")
     colour: str = setting("", "Channel order the model takes: RGB | BGR; empty: the manifest's, the metadata's, "
                               "else RGB.", choices=("", "RGB", "BGR"))
-    resize: str = setting("", "How frames are fitted to the input: stretch | letterbox (aspect kept, padded); "
-                              "empty: the manifest's, letterbox for Ultralytics models, else stretch.",
-                          choices=("", "stretch", "letterbox"))
+    resize: str = setting("", "How frames are fitted to the input: stretch | letterbox (aspect kept, padded) | "
+                              "crop (aspect kept, the centre cut out); empty: the manifest's, letterbox for "
+                              "Ultralytics detectors, crop for their classifiers, else stretch.",
+                          choices=("", "stretch", "letterbox", "crop"))
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ Input convention (normalisation, colour order, resize), first rule that applies:
    and colour space. A uint8 input takes raw pixels, as the TFLite Task Library feeds it; metadata
    that contradicts the tensor's own quantization is reported. The metadata does not say how to fit
    the aspect ratio: a MediaPipe detector recognised by its tensors is letterboxed as its graph is;
-4. ``ultralytics``: Ultralytics export metadata: pixels / 255, RGB, letterboxed with pad 114;
+4. ``ultralytics``: Ultralytics export metadata: pixels / 255, RGB, letterboxed with pad 114 (a
+   classifier: the centre cropped, as its predictor does);
 5. ``preset``: a known model recognised by its tensors, with its publisher's documented values;
 6. ``uint8-raw``: a uint8 input with no metadata takes the resized RGB pixels as they are, which is
    the Coral / pycoral convention;
@@ -111,24 +112,25 @@ def _agrees_with_raw(mean: tuple, std: tuple, tensor: TensorInfo) -> bool:
 
 
 def _from_metadata(meta: ModelMetadata, tensor: TensorInfo, where: str) -> InputSpec | None:
+    """The metadata's convention, or None when it has no NormalizationOptions (it then says nothing of
+    the input's values: Ultralytics' own TFLITE_METADATA, for one, carries only names and licence)."""
     image = meta.image_input
-    colour = "RGB"
     if image.color_space == "GRAYSCALE":
         raise ModelError(f"{where}: the model takes GRAYSCALE images; edge feeds 3-channel frames")
+    if not image.normalization:
+        return None
     if tensor.type == "UINT8":
         mean, std = raw_pixels(tensor)
-        if image.normalization and not tensor.quantization.per_channel and not _agrees_with_raw(
-                _triple(image.mean), _triple(image.std), tensor):
+        if not tensor.quantization.per_channel and not _agrees_with_raw(_triple(image.mean), _triple(image.std),
+                                                                        tensor):
             log.warning("%s: the metadata's normalisation (mean %s, std %s) contradicts the uint8 input's "
                         "quantization; feeding raw pixels as the TFLite Task Library does (override with %s)",
                         where, _fmt(image.mean), _fmt(image.std), INPUT_FLAGS)
-        return InputSpec(colour=colour, mean=mean, std=std)
-    if not image.normalization:
-        return None
+        return InputSpec(colour="RGB", mean=mean, std=std)
     if len(image.mean) not in (1, 3) or len(image.std) not in (1, 3) or 0.0 in image.std:
         raise ModelError(f"{where}: NormalizationOptions mean {list(image.mean)} std {list(image.std)} are not "
                          "1 or 3 values with a non-zero std", f"pass {INPUT_FLAGS}")
-    return InputSpec(colour=colour, mean=_triple(image.mean), std=_triple(image.std))
+    return InputSpec(colour="RGB", mean=_triple(image.mean), std=_triple(image.std))
 
 
 def _from_ultralytics(model: ModelInfo) -> tuple[InputSpec, str] | None:
@@ -137,7 +139,9 @@ def _from_ultralytics(model: ModelInfo) -> tuple[InputSpec, str] | None:
     meta = ultralytics.read_metadata(model)
     if meta is None:
         return None
-    return InputSpec(colour="RGB", mean=(0.0,) * 3, std=(255.0,) * 3, resize="letterbox",
+    # Ultralytics' predictors letterbox detection inputs (pad 114) and centre-crop classifier inputs.
+    resize = "crop" if meta.task == "classify" else "letterbox"
+    return InputSpec(colour="RGB", mean=(0.0,) * 3, std=(255.0,) * 3, resize=resize,
                      pad_value=ULTRALYTICS_PAD), meta.source
 
 
@@ -155,9 +159,10 @@ def _from_preset(model: ModelInfo) -> tuple[InputSpec, str] | None:
                      resize="letterbox" if preset.keep_aspect_ratio else "stretch", pad_value=0), preset.source
 
 
-def _with_preset_geometry(spec: InputSpec, model: ModelInfo) -> InputSpec:
-    """TFLite Metadata says nothing of aspect ratio: a recognised MediaPipe model's graph config does."""
-    found = _from_preset(model)
+def _with_exporter_geometry(spec: InputSpec, model: ModelInfo) -> InputSpec:
+    """TFLite Metadata says nothing of aspect ratio: Ultralytics' metadata or a recognised MediaPipe
+    model's graph config does."""
+    found = _from_ultralytics(model) or _from_preset(model)
     if found is None:
         return spec
     return dataclasses.replace(spec, resize=found[0].resize, pad_value=found[0].pad_value)
@@ -202,7 +207,7 @@ def resolve_input(model: ModelInfo, manifest: Manifest, cfg: ModelConfig) -> Inp
     if meta is not None:
         spec = _from_metadata(meta, tensor, f"{name}: TFLITE_METADATA")
         if spec is not None:
-            spec = _with_preset_geometry(spec, model)
+            spec = _with_exporter_geometry(spec, model)
             return InputConvention(_overrides(spec, cfg), "tflite-metadata", f"TFLITE_METADATA of {name}")
     for rule, found in (("ultralytics", _from_ultralytics(model)), ("preset", _from_preset(model))):
         if found is not None:
@@ -234,7 +239,10 @@ def resolve_labels(model: ModelInfo, manifest: Manifest, cfg: ModelConfig) -> La
         return LabelSource("manifest", str(manifest.labels), path=manifest.labels)
     meta = read_metadata(model)
     if meta is not None:
-        present = [f for f in meta.label_files if f in model.associated_files]
+        from edge.runtime.ultralytics import FILES as ULTRALYTICS_FILES
+
+        # Ultralytics 8.0-8.3 typed its metadata dict (temp_meta.txt) TENSOR_AXIS_LABELS: not labels.
+        present = [f for f in meta.label_files if f in model.associated_files and f not in ULTRALYTICS_FILES]
         if present:
             return LabelSource("tflite-metadata", present[0], model=model)
     from edge.runtime import ultralytics

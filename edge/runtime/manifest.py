@@ -30,7 +30,7 @@ from edge.errors import ModelError
 FORMAT = "edge-manifest/1"
 MODEL_ROLES = ("cpu", "edgetpu", "float")
 COLOURS = ("RGB", "BGR")
-RESIZE_MODES = ("stretch", "letterbox")
+RESIZE_MODES = ("stretch", "letterbox", "crop")
 TOP_LEVEL_KEYS = frozenset({"format", "name", "task", "models", "labels", "input", "output", "provenance"})
 INPUT_KEYS = frozenset({"width", "height", "colour", "mean", "std", "resize", "pad_value"})
 

@@ -118,7 +118,8 @@ class Preprocessor:
         return buf
 
     def geometry(self, frame_w: int, frame_h: int) -> tuple[Transform, int, int, int, int]:
-        """(transform, x, y, w, h): where the resized picture lands inside the input."""
+        """(transform, x, y, w, h): where the resized picture lands inside the input (for ``crop``:
+        the centred window of the frame, in frame pixels, that is resized to the whole input)."""
         key = (frame_w, frame_h)
         if key not in self._geometry:
             if self.spec.resize == "letterbox":
@@ -126,6 +127,12 @@ class Preprocessor:
                 w, h = max(1, round(frame_w * s)), max(1, round(frame_h * s))
                 x, y = (self.width - w) // 2, (self.height - h) // 2
                 transform = Transform(frame_w, frame_h, self.width, self.height, w / frame_w, h / frame_h, x, y)
+            elif self.spec.resize == "crop":
+                s = max(self.width / frame_w, self.height / frame_h)
+                w, h = min(frame_w, max(1, round(self.width / s))), min(frame_h, max(1, round(self.height / s)))
+                x, y = (frame_w - w) // 2, (frame_h - h) // 2
+                sx, sy = self.width / w, self.height / h
+                transform = Transform(frame_w, frame_h, self.width, self.height, sx, sy, -x * sx, -y * sy)
             else:
                 x, y, w, h = 0, 0, self.width, self.height
                 transform = Transform(frame_w, frame_h, self.width, self.height,
@@ -149,6 +156,10 @@ class Preprocessor:
         picture = self._picture(frame)
         conversion = None if frame.format == "YUV420" else _TO_MODEL[(frame.format, self.spec.colour)]
         dst = out[0]
+        if self.spec.resize == "crop":       # a centred window of the frame fills the input
+            picture = picture[y:y + h, x:x + w]
+            frame_w, frame_h = w, h
+            x, y, w, h = 0, 0, self.width, self.height
         if (w, h) != (self.width, self.height):
             dst[:y].fill(self._pad_value)
             dst[y + h:].fill(self._pad_value)

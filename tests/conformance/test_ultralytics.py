@@ -184,9 +184,6 @@ def test_a_tflite_support_packed_export_runs_without_a_manifest(tmp_path, clip_f
     assert_detections(got, reference["models"]["int8"])
 
 
-@pytest.mark.xfail(reason="edge/runtime/conventions.py resolve_labels takes the TENSOR_AXIS_LABELS file of the "
-                          "TFLite Model Metadata first, and Ultralytics typed temp_meta.txt (its metadata dict, "
-                          "not a labels file) that way: it must skip edge.runtime.ultralytics.FILES")
 def test_a_tflite_support_packed_export_is_labelled_with_its_names(tmp_path):
     from edge.config import ModelConfig
     from edge.runtime import loader

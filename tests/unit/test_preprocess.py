@@ -78,6 +78,17 @@ def test_letterbox_pads_and_round_trips_boxes(clip_frames):
     assert np.allclose(t.boxes_to_frame(box), [[0, 0, 640, 272]], atol=0.5)
 
 
+def test_crop_takes_the_centre_and_round_trips_boxes(clip_frames):
+    image = clip_frames[0]                       # 640x272 → its centre 272x272 (x 184..456) → 224x224
+    pre = Preprocessor(InputSpec(colour="RGB", resize="crop"), tensor("UINT8", 1.0, 0, (1, 224, 224, 3)),
+                       (1, 224, 224, 3))
+    out = np.zeros((1, 224, 224, 3), np.uint8)
+    t = pre(frame(image), out)
+    reference = cv2.cvtColor(cv2.resize(image[:, 184:456], (224, 224)), cv2.COLOR_BGR2RGB)
+    assert np.array_equal(out[0], reference)
+    assert np.allclose(t.boxes_to_frame(np.array([[0, 0, 1, 1]], np.float32)), [[184, 0, 456, 272]], atol=1e-3)
+
+
 def test_yuv420_frames_are_converted():
     rgb = np.zeros((240, 320, 3), np.uint8)
     rgb[..., 0] = 200                            # red in RGB order
