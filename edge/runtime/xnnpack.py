@@ -42,6 +42,11 @@ class XnnpackShare:
     cpu_ops: Counter = field(default_factory=Counter)
 
     @property
+    def applied(self) -> bool:
+        """The delegate took at least one node (else everything runs on the reference kernels)."""
+        return self.partitions > 0
+
+    @property
     def whole(self) -> bool:
         """The delegate runs every node, as a single partition."""
         return self.partitions == 1 and self.delegated_nodes == self.total_nodes

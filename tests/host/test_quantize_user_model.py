@@ -209,7 +209,6 @@ def test_sparse_weights_are_densified_exactly(tmp_path):
         np.testing.assert_array_equal(after, before)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", list(DETECTORS))
 def test_every_mediapipe_detector_runs_whole_on_xnnpack_in_int8(name, tmp_path, clip):
     """Each detector quantized as a user would: XNNPACK takes the int8 graph whole (one

@@ -22,7 +22,7 @@ def test_mediapipe_float_detectors_are_delegated_whole(name):
     share = xnnpack.measure(path)
     from edge.runtime.model import read_model
     assert share.total_nodes == len(read_model(path).ops)
-    assert share.whole and share.cpu_ops == Counter(), share.describe()
+    assert share.applied and share.whole and share.cpu_ops == Counter(), share.describe()
     assert share.describe() == f"1 partition, {share.total_nodes}/{share.total_nodes} nodes delegated"
 
 
@@ -47,6 +47,7 @@ def test_without_xnnpack_nothing_is_delegated(int8_model):
     interpreter.allocate_tensors()
     share = xnnpack.delegation(interpreter)
     assert (share.partitions, share.delegated_nodes, share.total_nodes) == (0, 0, 118)
+    assert not share.applied and not share.whole
     assert sum(share.cpu_ops.values()) == 118 and share.fraction == 0.0
 
 
