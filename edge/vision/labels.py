@@ -1,8 +1,8 @@
 """Label files: one label per line, ``id label`` pairs, or the COCO 90-id convention with gaps.
 
 * Plain text: line N (0-based) is class N. Blank lines keep their index (some zoo files use them
-  for unused ids); ``???`` marks an unused id too.
-* Pairs: every non-blank line is ``<id> <label>`` (``0  person``, ``1: bicycle``); ids may have
+  for unused ids); ``???`` and ``n/a`` (Coral's test-data coco_labels.txt) mark an unused id too.
+* Pairs: every non-blank line is ``<id> <label>`` (``0  person``, ``1: bicycle``, ``2:car``); ids may have
   gaps, as in Coral's coco_labels.txt where ids follow COCO's 90-id numbering.
 * The TF Lite examples' ``labelmap.txt``: plain text whose first line is ``???`` for the
   background class, which TFLite_Detection_PostProcess does not output; that line is dropped
@@ -19,7 +19,9 @@ from edge.errors import ModelError
 
 log = logging.getLogger(__name__)
 
-_PAIR = re.compile(r"^\s*(\d+)\s*[:,]?\s+(.+?)\s*$")
+# An id, then a colon or comma (spaces optional) or spaces, then the label: as pycoral reads "0:person".
+UNUSED = frozenset({"???", "n/a"})     # placeholders of unused ids in COCO's 90-id numbering
+_PAIR = re.compile(r"^\s*(\d+)(?:\s*[:,]\s*|\s+)(.+?)\s*$")
 
 
 def parse_labels(text: str, *, source: str = "labels") -> dict[int, str]:
@@ -34,7 +36,7 @@ def parse_labels(text: str, *, source: str = "labels") -> dict[int, str]:
         log.info("labels %s: the first line '???' is the background placeholder of TF Lite's labelmap.txt; "
                  "class 0 is the next line", source)
         lines = lines[1:]
-    return {i: line.strip() for i, line in enumerate(lines) if line.strip() and line.strip() != "???"}
+    return {i: line.strip() for i, line in enumerate(lines) if line.strip() and line.strip() not in UNUSED}
 
 
 def load_labels(path: str | Path) -> dict[int, str]:

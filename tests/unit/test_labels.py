@@ -1,6 +1,7 @@
 """Label files in the forms found next to real models."""
 
 from edge.vision.labels import label_name, parse_labels
+from tests.conformance.conftest import coral_dir
 
 # The first lines of COCO's 90-id numbering (1-based, with gaps at 12, 26, 29, 30, ...).
 COCO90 = {1: "person", 2: "bicycle", 11: "fire hydrant", 13: "stop sign", 27: "backpack", 90: "toothbrush"}
@@ -30,3 +31,15 @@ def test_plain_80_class_list():
 def test_labels_with_spaces_and_tabs():
     assert parse_labels("0\ttraffic light\n1 stop sign\n") == {0: "traffic light", 1: "stop sign"}
     assert parse_labels("traffic light\nfire hydrant\n") == {0: "traffic light", 1: "fire hydrant"}
+
+
+def test_pycoral_colon_pairs_without_spaces():
+    assert parse_labels("0:person\n1:bicycle\n3:motorcycle\n") == {0: "person", 1: "bicycle", 3: "motorcycle"}
+
+
+def test_coral_shared_label_files():
+    coral = coral_dir()
+    coco = parse_labels((coral / "coco_labels.txt").read_text())
+    assert coco[0] == "person" and coco[89] == "toothbrush" and 11 not in coco
+    imagenet = parse_labels((coral / "imagenet_labels.txt").read_text())
+    assert len(imagenet) == 1001 and imagenet[0] == "background" and imagenet[286] == "Egyptian cat"
