@@ -61,7 +61,8 @@ def make_sinks(config: Config, stats: PipelineStats, source_name: str,
     if config.output.jsonl:
         out = config.output
         sinks.append(JsonlSink(out.jsonl, source_name, max_bytes=out.jsonl_max_bytes, backups=out.jsonl_backups,
-                               stats=telemetry.payload if telemetry else None, stats_interval=out.jsonl_stats))
+                               stats=telemetry.payload if telemetry else None, stats_interval=out.jsonl_stats,
+                               errors=stats.error))
     if config.output.live != "off":
         live = LiveLine(stats, system=system)
         if config.output.live == "on" or live.tty:

@@ -37,7 +37,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge.errors import ConfigError
 from edge.pipeline import FrameResult
 from edge.telemetry.jsonl import event_line
-from edge.telemetry.stats import PipelineStats
+from edge.telemetry.stats import LogLimiter, PipelineStats
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,7 @@ class MqttExporter:
         self._counts: dict[str, int] = {}
         self._queue: deque[tuple[str, str, bool]] = deque()   # (topic, payload, retain), oldest first
         self._stop = threading.Event()
+        self._warn = LogLimiter(30.0)
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
                                   client_id=client_id or f"edge-{socket.gethostname()}-{os.getpid()}")
         if username:
@@ -129,7 +130,18 @@ class MqttExporter:
         self._queue.append((topic, payload, retain))   # deque.append: atomic, no lock needed
 
     def publish(self, result: FrameResult) -> None:
-        """Queue the frame's messages (called on the pipeline's publishing thread; sends nothing)."""
+        """Queue the frame's messages (called on the pipeline's publishing thread; sends nothing).
+
+        A failure here is the sink's, never the pipeline's: it is counted (``mqtt_sink``) and logged
+        at most every 30 s, and the frame goes on to the other sinks."""
+        try:
+            self._queue_frame(result)
+        except Exception as exc:     # the sink boundary: whatever an encoder raises must not stop detection
+            self.stats.error("mqtt_sink")
+            self._warn.warning(log, "MQTT: frame %d not queued: %s: %s", result.frame.index,
+                               type(exc).__name__, exc)
+
+    def _queue_frame(self, result: FrameResult) -> None:
         counts = Counter(d.label for d in result.detections)
         if result.detections:
             self._enqueue(self.topic("events"), event_line(result, self.source))

@@ -148,6 +148,9 @@ class PipelineStats:
         self.backend = ""
         self.captured = 0
         self.dropped = 0
+        self._offset = (0, 0)               # (captured, dropped) reached by earlier capture generations
+        self._generation_counts = (0, 0)    # the running generation's last (captured, dropped)
+        self._generation: object = None
         self.inferred = 0
         self.published = 0
         self.detections: Counter[str] = Counter()
@@ -157,10 +160,23 @@ class PipelineStats:
         self.counts = dict.fromkeys(COUNTERS, 0)
         self.rates = {name: RateMeter() for name in ("capture", "inference", "published")}
 
-    def capture_counts(self, captured: int, dropped: int) -> None:
+    def capture_counts(self, captured: int, dropped: int, generation: object = None) -> None:
+        """The capture thread's running totals (its frame slot's counts since the slot was made).
+
+        A reload (SIGHUP) builds a new pipeline, whose slot counts from 0 again; the totals here stay
+        monotonic for the process's life: each new generation's counts are added to what the earlier
+        ones reached. A generation is told by ``generation`` (e.g. the slot object) when given, else
+        by a count going down.
+        """
         with self._lock:
-            self.captured, self.dropped = captured, dropped
-            self.rates["capture"].observe(captured)
+            last_c, last_d = self._generation_counts
+            if (generation is not None and generation is not self._generation) or captured < last_c \
+                    or dropped < last_d:
+                self._offset = (self._offset[0] + last_c, self._offset[1] + last_d)
+                self._generation = generation
+            self._generation_counts = (captured, dropped)
+            self.captured, self.dropped = self._offset[0] + captured, self._offset[1] + dropped
+            self.rates["capture"].observe(self.captured)
 
     def inferred_frame(self) -> None:
         with self._lock:
@@ -205,3 +221,30 @@ class PipelineStats:
                             for stage, h in self.histograms.items()},
                 counts=self._counts())
         return Snapshot(latency=stage_percentiles(windows), **fields)
+
+
+class LogLimiter:
+    """Rate-limits a repeated warning: at most one line per ``period`` seconds, telling how many
+    were held back since the last one (a full disk or a corrupt stream would otherwise log per frame).
+
+    ``warning(logger, fmt, *args)`` logs now or counts; the check is one ``time.monotonic()`` call.
+    """
+
+    def __init__(self, period: float = 30.0):
+        self.period = period
+        self._next = 0.0
+        self._held = 0
+
+    def warning(self, logger, fmt: str, *args) -> bool:
+        """Log ``fmt % args`` unless one was logged less than ``period`` ago; True when logged."""
+        now = time.monotonic()
+        if now < self._next:
+            self._held += 1
+            return False
+        self._next = now + self.period
+        held, self._held = self._held, 0
+        if held:
+            logger.warning(fmt + " (%d more like it in the last %.0f s)", *args, held, self.period)
+        else:
+            logger.warning(fmt, *args)
+        return True

@@ -27,7 +27,7 @@ import numpy as np
 
 from edge.errors import ConfigError
 from edge.pipeline import FrameResult
-from edge.telemetry.stats import PipelineStats
+from edge.telemetry.stats import LogLimiter, PipelineStats
 from edge.vision.decode.base import Detection
 from edge.web.page import PAGE
 
@@ -83,6 +83,7 @@ class WebServer:
         self._jpeg: tuple[int, bytes] = (-1, b"")
         self._encoding = threading.Lock()     # viewers woken by the same frame: one encodes, the others reuse
         self._stop = threading.Event()
+        self.warn = LogLimiter(30.0)
         handler = type("Handler", (_Handler,), {"view": self})
         try:
             self._server = ThreadingHTTPServer((address, port), handler)
@@ -153,6 +154,22 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        try:
+            self._get()
+        except (BrokenPipeError, ConnectionResetError, TimeoutError) as exc:
+            log.debug("web %s went away: %s", self.client_address[0], exc)
+            self.close_connection = True
+        except Exception as exc:     # a viewer's request fails alone: counted, logged, 500; never the pipeline
+            self.view.stats.error("web")
+            self.view.warn.warning(log, "web: %s failed: %s: %s", self.path.split("?", 1)[0],
+                                   type(exc).__name__, exc)
+            self.close_connection = True
+            try:
+                self._send(b"internal error\n", "text/plain", HTTPStatus.INTERNAL_SERVER_ERROR)
+            except OSError as send_exc:     # headers may already be out, or the peer gone
+                log.debug("web: cannot send the error: %s", send_exc)
+
+    def _get(self) -> None:
         path = self.path.split("?", 1)[0]
         if path in ("/", "/index.html"):
             self._send(PAGE_BYTES, "text/html; charset=utf-8")
