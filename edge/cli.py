@@ -133,25 +133,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from edge.runtime import edgetpu, loader
-    from edge.runtime.interpreter import probe_runtimes
+    from edge.runtime.interpreter import describe_runtimes, probe_runtimes
     from edge.runtime.model import read_model
     from edge.runtime.tflite_metadata import read_metadata
     from edge.vision.decode import describe_layout
 
     print(f"edge {__version__}, Python {sys.version.split()[0]}")
-    print("TFLite runtimes (tried in this order):")
-    chosen = None
-    for probe in probe_runtimes():
-        if probe.error is None and chosen is None:
-            chosen = probe.name
-            print(f"  * {probe.name} {probe.version}: loaded (this one is used)")
-        elif probe.error is None:
-            print(f"    {probe.name} {probe.version}: available, not used ({chosen} comes first)")
-        else:
-            print(f"    {probe.name}{' ' + probe.version if probe.version else ''}: {probe.error}")
+    cfg = config_from_args(args).model
+    print("TFLite runtimes (tried in this order):" if cfg.runtime == "auto" else
+          f"TFLite runtimes (--runtime {cfg.runtime}):")
+    print("\n".join(describe_runtimes(probe_runtimes(), cfg.runtime)))
     devices = edgetpu.enumerate_devices()
     print("Edge TPU devices: " + (", ".join(map(str, devices)) if devices else "none found"))
-    cfg = config_from_args(args).model
     models = loader.resolve(cfg)
     manifest = models.manifest
     print(f"manifest: {manifest.path or '(none: inferred from the model)'}")
