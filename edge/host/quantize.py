@@ -375,8 +375,10 @@ def _aeq_convert(path: Path, mode: str, options: QuantizeOptions, calibration: l
             # Raw detector heads: score logits span hundreds (MediaPipe clips them at ±100) and
             # calibration frames without the object leave the top of that range unseen, so int8
             # would clamp every positive logit; the heads are cheap, keep them float.
-            names = output_heads(read_model(path))
-            log.info("%s: keeping the output heads float (%s)", path.name, ", ".join(names))
+            info = read_model(path)
+            names = output_heads(info)
+            log.info("%s: keeping the output heads float (the %d ops making %s)", path.name, len(names),
+                     ", ".join(t.name for t in info.outputs))
             scopes = "|".join(re.escape(n) for n in names)
             qt.update_quantization_recipe(f"^(?:{scopes});$", op,
                                           algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
@@ -672,7 +674,7 @@ def _anchor_output(options: QuantizeOptions, float_info: ModelInfo) -> dict:
                               "gives no anchor_options or anchors", "give a manifest with an ssd_anchors output")
     else:
         output = {"anchor_options": table}
-    output["layout"] = "ssd_anchors"
+    output = {"layout": "ssd_anchors", **{k: v for k, v in output.items() if k != "layout"}}
     if "anchor_options" in output:
         try:
             count = len(generate(AnchorOptions.from_dict(output["anchor_options"])))

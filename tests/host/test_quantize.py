@@ -146,6 +146,13 @@ def test_float_tflite_via_ai_edge_quantizer(digits, tmp_path):
     assert read_model(tmp_path / "aeq" / "a_dynamic.tflite").precision == "dynamic-range"
     assert read_model(tmp_path / "aeq" / "a_float16.tflite").precision == "float16"
     assert load_manifest(tmp_path / "aeq" / "a_int8.json").provenance["quantizer"] == "ai-edge-quantizer"
+    # comparison.json: XNNPACK's share per mode next to size and latency (edge.runtime.xnnpack).
+    rows = json.loads((tmp_path / "aeq" / "comparison.json").read_text())["modes"]
+    assert [r["mode"] for r in rows] == ["float32", "float16", "dynamic", "int8"]
+    # XNNPACK runs SOFTMAX in float only: the int8 classifier's last op stays on the reference kernels.
+    assert rows[3]["xnnpack"]["partitions"] == 1 and rows[3]["xnnpack"]["cpu_ops"] == {"SOFTMAX": 1}
+    assert rows[0]["xnnpack"]["cpu_ops"] == {}
+    assert "| XNNPACK partitions |" in (tmp_path / "aeq" / "comparison.md").read_text()
     from edge.host.evaluate import EvaluateOptions, evaluate
     report = evaluate(tmp_path / "aeq" / "a_float32.tflite", [tmp_path / "aeq" / "a_int8.tflite"],
                       tmp_path / "eval", EvaluateOptions(frames=images, samples=100, latency_runs=1))
