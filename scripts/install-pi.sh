@@ -1,33 +1,40 @@
 #!/usr/bin/env bash
 # Install edge-detect as a systemd service on a Raspberry Pi (Raspberry Pi OS / Debian).
 #
-#   sudo scripts/install-pi.sh [--dry-run] [--start] [--no-apt] [--no-pip] [--prefix DIR] [--root DIR]
+#   sudo scripts/install-pi.sh [--dry-run] [--start] [--no-apt] [--no-picamera2] [--no-pip]
+#                              [--prefix DIR] [--root DIR]
 #
 # Steps, each skipped when already done (running it again changes nothing):
 #   1. apt packages: python3-venv, python3-picamera2 (CSI cameras come from apt, not PyPI)
 #   2. a venv at PREFIX/venv with --system-site-packages (so picamera2/libcamera are visible)
-#   3. pip install of this checkout into it
+#   3. pip install of this checkout into it (again whenever the checkout changed); with apt's
+#      numpy older than 2 (Raspberry Pi OS bookworm) pinned to 'numpy<2', which apt's picamera2
+#      and simplejpeg are built against
 #   4. the service user and its groups (systemd/edge-detect.sysusers → /etc/sysusers.d/)
 #   5. udev rules for the Coral (systemd/60-edge-detect.rules → /etc/udev/rules.d/)
-#   6. /etc/edge-detect/edge.toml from systemd/edge.toml, only if there is none (never overwritten)
+#   6. /etc/edge-detect/edge.toml from systemd/edge.toml, only if there is none (never overwritten),
+#      root:edge-detect 0640 so that the service user can read it
 #   7. the unit (systemd/edge-detect.service → /etc/systemd/system/), enabled; --start starts it
 #
 # --dry-run prints every action without doing any. --root DIR installs into DIR as if it were /
 # (an image being prepared, or a test); then nothing is started and udev is not reloaded.
+# --no-picamera2 leaves out python3-picamera2 (not a Raspberry Pi, or no CSI camera: plain Debian
+# has no such package; without the flag a missing one is reported and skipped).
 # Afterwards: `edge doctor` checks the set-up, `journalctl -u edge-detect -f` follows the service.
 set -euo pipefail
 
 SRC="$(cd "$(dirname "$0")/.." && pwd)"
-DRY_RUN=0 START=0 APT=1 PIP=1 PREFIX=/opt/edge-detect ROOT=/
+DRY_RUN=0 START=0 APT=1 PICAMERA2=1 PIP=1 PREFIX=/opt/edge-detect ROOT=/
 while (($#)); do
     case "$1" in
         --dry-run) DRY_RUN=1 ;;
         --start) START=1 ;;
         --no-apt) APT=0 ;;
+        --no-picamera2) PICAMERA2=0 ;;
         --no-pip) PIP=0 ;;
         --prefix) PREFIX="${2:?--prefix needs a directory}"; shift ;;
         --root) ROOT="${2:?--root needs a directory}"; shift ;;
-        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "install-pi.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -42,6 +49,7 @@ RULES=/etc/udev/rules.d/60-edge-detect.rules
 CONFIG=/etc/edge-detect/edge.toml
 
 say() { echo "$*"; }
+warn() { echo "warning: $*" >&2; }
 # Print an action, then do it (unless --dry-run).
 act() {
     echo "+ $*"
@@ -63,15 +71,29 @@ if ((!DRY_RUN)) && [ "$(id -u)" != 0 ] && [ -z "$ROOT" ]; then
 fi
 
 # 1. apt packages
+DPKG_ADMIN="$ROOT/var/lib/dpkg"
+dpkg_installed() { dpkg-query --admindir="$DPKG_ADMIN" -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
 if ((APT)); then
+    wanted_pkgs=(python3-venv)
+    if ((PICAMERA2)); then
+        wanted_pkgs+=(python3-picamera2)
+    else
+        say "skipped: python3-picamera2 (--no-picamera2)"
+    fi
     need=()
-    for pkg in python3-venv python3-picamera2; do
-        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
+    for pkg in "${wanted_pkgs[@]}"; do
+        dpkg_installed "$pkg" && continue
+        if [ "$pkg" = python3-picamera2 ] && ! apt-cache show python3-picamera2 >/dev/null 2>&1; then
+            warn "python3-picamera2 is in none of this system's apt sources (it comes from the Raspberry Pi" \
+                 "archive); skipped: --source picamera2 will not work (pass --no-picamera2 to say so)"
+            continue
+        fi
+        need+=("$pkg")
     done
     if ((${#need[@]})); then
         act apt-get install -y --no-install-recommends "${need[@]}"
     else
-        say "ok: apt packages python3-venv python3-picamera2 are installed"
+        say "ok: apt packages ${wanted_pkgs[*]} are installed"
     fi
 fi
 
@@ -83,13 +105,39 @@ else
 fi
 
 # 3. the package
+# What was installed is recorded as a digest of the checkout's package files (STAMP); the check
+# runs the venv's Python isolated (-I) from /, so that a checkout in the working directory cannot
+# stand in for the installed package, and needs the venv's bin/edge.
+STAMP="$VENV/edge-detect.source-sha256"
+source_digest() {
+    local parts=() p
+    for p in edge models pyproject.toml README.md; do [ -e "$SRC/$p" ] && parts+=("$p"); done
+    (cd "$SRC" && find "${parts[@]}" -type f \
+        ! -name '*.pyc' ! -path '*/__pycache__/*' ! -path '*.egg-info/*' -print0 \
+        | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
+}
+edge_in_venv() {
+    local where
+    where="$(cd / && "$ROOT$VENV/bin/python" -I -c 'import edge; print(edge.__file__)' 2>/dev/null)" || return 1
+    case "$where" in "$ROOT$VENV"/*|"$VENV"/*) [ -x "$ROOT$VENV/bin/edge" ] ;; *) return 1 ;; esac
+}
 if ((PIP)); then
-    installed="$( { "$ROOT$VENV/bin/python" -c 'import edge; print(edge.__version__)' 2>/dev/null; } || true)"
-    wanted="$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$SRC/edge/__init__.py")"
-    if [ -n "$installed" ] && [ "$installed" = "$wanted" ]; then
-        say "ok: edge $installed is installed in $VENV"
+    digest="$(source_digest)"
+    if edge_in_venv && [ "$(cat "$ROOT$STAMP" 2>/dev/null)" = "$digest" ]; then
+        say "ok: edge from this checkout is installed in $VENV"
     else
-        act "$ROOT$VENV/bin/pip" install --quiet "$SRC"
+        extra=()
+        # apt's numpy 1.x (Raspberry Pi OS bookworm) seen through --system-site-packages: apt's
+        # picamera2/simplejpeg are built against it, and opencv/ml_dtypes would pull numpy 2 over it.
+        apt_numpy="$(dpkg-query --admindir="$DPKG_ADMIN" -W -f='${Status} ${Version}' python3-numpy 2>/dev/null \
+                     | sed -n 's/^install ok installed \([0-9]*:\)\{0,1\}\([0-9][0-9.]*\).*/\2/p' || true)"
+        if [ -n "$apt_numpy" ] && [ "${apt_numpy%%.*}" -lt 2 ] \
+           && grep -q '^include-system-site-packages = true' "$ROOT$VENV/pyvenv.cfg" 2>/dev/null; then
+            say "apt's numpy is $apt_numpy: pinning numpy<2 in the venv (apt's picamera2 and simplejpeg need numpy 1)"
+            extra=('numpy<2')
+        fi
+        act "$ROOT$VENV/bin/pip" install --quiet "$SRC" "${extra[@]}"
+        ((DRY_RUN)) || echo "$digest" > "$ROOT$STAMP"
     fi
 fi
 
@@ -106,15 +154,42 @@ fi
 
 # 5. udev rules
 if put 0644 "$SRC/systemd/60-edge-detect.rules" "$RULES" && ((!OFFLINE)); then
-    act udevadm control --reload-rules
-    act udevadm trigger --subsystem-match=usb --subsystem-match=apex
+    # Without a running udevd (a container, a chroot) there is nothing to reload: the rules apply
+    # from the next boot on.
+    if command -v udevadm >/dev/null && udevadm control --ping >/dev/null 2>&1; then
+        act udevadm control --reload-rules
+        act udevadm trigger --subsystem-match=usb --subsystem-match=apex
+    else
+        warn "udevd is not running (or udevadm is missing): the rules in $RULES apply from the next boot"
+    fi
 fi
 
 # 6. configuration (kept if present: it is the user's)
+# root:edge-detect 0640: the service user reads it, nobody else. The group's number comes from
+# the target's /etc/group (with --root the host may have no such group).
+gid="$(awk -F: '$1 == "edge-detect" {print $3}' "$ROOT/etc/group" 2>/dev/null || true)"
+uid="$(awk -F: '$1 == "edge-detect" {print $3}' "$ROOT/etc/passwd" 2>/dev/null || true)"
+if { [ -z "$gid" ] || [ -z "$uid" ]; } && ((!DRY_RUN)); then
+    echo "install-pi.sh: user or group edge-detect missing under $ROOT/etc after systemd-sysusers" >&2
+    exit 1
+fi
+gid="${gid:-edge-detect}"
+# Whether the service user can read FILE (owner, group or other read bit).
+service_can_read() {
+    local owner group mode
+    read -r owner group mode < <(stat -c '%u %g %a' "$1")
+    mode=$((8#$mode))
+    (( (owner == uid && (mode & 8#400)) || (group == gid && (mode & 8#040)) || (mode & 8#004) ))
+}
 if [ -f "$ROOT$CONFIG" ]; then
     say "ok: $CONFIG exists (kept; compare with $SRC/systemd/edge.toml after upgrades)"
+    if ((!DRY_RUN)) && ! service_can_read "$ROOT$CONFIG"; then
+        say "$CONFIG is not readable by edge-detect (an earlier install made it root:root 0640): fixing"
+        act chown "root:$gid" "$ROOT$CONFIG"
+        act chmod 0640 "$ROOT$CONFIG"
+    fi
 else
-    act install -D -m 0640 "$SRC/systemd/edge.toml" "$ROOT$CONFIG"
+    act install -D -m 0640 -o root -g "$gid" "$SRC/systemd/edge.toml" "$ROOT$CONFIG"
 fi
 
 # 7. the unit

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edge.errors import ModelError
+from edge.runtime import xnnpack as xnnpack_share
 from edge.runtime.interpreter import Runtime, first_line
 from edge.runtime.model import EDGETPU_CUSTOM_OP, ModelInfo
 
@@ -70,10 +71,36 @@ class TFLiteBackend:
         self._input_index = int(detail["index"])
         self.input_shape = tuple(int(d) for d in detail["shape"])
         self._output_indices = [t.index for t in model.outputs]
+        # What XNNPACK really took (None: not asked for, or another delegate runs the model).
+        self.xnnpack: xnnpack_share.XnnpackShare | None = None
         if delegates:
             self.name = name or "delegate"
         else:
-            self.name = name or f"cpu/{'xnnpack' if xnnpack else 'builtin'} x{self.threads}"
+            applied = self._check_xnnpack() if xnnpack else False
+            self.name = name or f"cpu/{'xnnpack' if applied else 'builtin'} x{self.threads}"
+
+    def _check_xnnpack(self) -> bool:
+        """Whether the XNNPACK delegate is in the graph; a warning when it was asked for and is not.
+
+        The runtime applies it at allocation and carries on silently without it when it cannot
+        initialise (e.g. "Error in cpuinfo" when /proc/cpuinfo is hidden, as by systemd's
+        ProcSubset=pid): the model then runs on the reference kernels, tens of times slower.
+        """
+        try:
+            self.xnnpack = xnnpack_share.delegation(self._interpreter)
+        except (AttributeError, KeyError, TypeError) as exc:
+            log.warning("cannot tell whether XNNPACK was applied to %s (%s %s has no usable "
+                        "_get_ops_details: %s); reporting it as asked", self.model.path.name,
+                        self.runtime.name, self.runtime.version, exc)
+            return True
+        if self.xnnpack.partitions == 0:
+            log.warning("XNNPACK was asked for but not applied to %s: it runs on TFLite's reference "
+                        "kernels, many times slower. XNNPACK fails to start when /proc/cpuinfo cannot "
+                        "be read (systemd ProcSubset=pid, a container); `edge doctor` checks it",
+                        self.model.path.name)
+            return False
+        log.info("XNNPACK applied to %s: %s", self.model.path.name, self.xnnpack.describe())
+        return True
 
     def _resize_dynamic_inputs(self) -> None:
         for tensor in self.model.inputs:

@@ -65,7 +65,7 @@ def test_security_exposure_is_at_most_1_5(unit_here):
 def test_unit_essentials():
     d = _directives(UNIT.read_text())
     assert d["Type"] == ["notify"] and d["Restart"] == ["on-failure"]
-    assert int(d["WatchdogSec"][0]) > 0 and d["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    assert int(d["WatchdogSec"][0]) > 0 and d["ExecReload"] == ["/bin/sh -c 'kill -HUP $MAINPID'"]
     assert "StartLimitBurst" in d and "StartLimitIntervalSec" in d
     assert d["DevicePolicy"] == ["closed"] and d["ProtectSystem"] == ["strict"]
     allowed = " ".join(d["DeviceAllow"])
@@ -74,6 +74,30 @@ def test_unit_essentials():
     assert set(d["SupplementaryGroups"][0].split()) == {"video", "plugdev", "apex", "i2c"}
     assert d["StateDirectory"] == ["edge-detect"] and d["ConfigurationDirectory"] == ["edge-detect"]
     assert "MALLOC_ARENA_MAX=2" in d["Environment"]
+
+
+def test_proc_stays_visible_enough_for_xnnpack():
+    """ProcSubset=pid hides /proc/cpuinfo: XNNPACK then does not start (tests/unit/test_backend_delegation.py)."""
+    d = _directives(UNIT.read_text())
+    assert "ProcSubset" not in d or d["ProcSubset"] == ["all"]
+
+
+def test_exec_reload_needs_nothing_but_the_shell(tmp_path):
+    """ExecReload= must work in a minbase system without procps (/bin/kill): the command, run as
+    systemd runs it (MAINPID in the environment) with no PATH at all, signals the main process."""
+    argv = shlex.split(_directives(UNIT.read_text())["ExecReload"][0])
+    assert argv[0] == "/bin/sh"
+    target = subprocess.Popen([sys.executable, "-c", "import signal, sys, time\n"
+                               "signal.signal(signal.SIGHUP, lambda *a: sys.exit(42))\n"
+                               "print('armed', flush=True)\ntime.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert target.stdout.readline().strip() == "armed"
+        done = subprocess.run(argv, env={"MAINPID": str(target.pid)}, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        assert target.wait(timeout=30) == 42
+    finally:
+        target.kill()
+        target.wait()
 
 
 def test_exec_start_is_a_valid_edge_command_and_the_example_config_loads():
