@@ -9,6 +9,7 @@ import argparse
 import logging
 import signal
 import sys
+import traceback
 from typing import Callable
 
 from edge import __version__, config as configuration
@@ -228,11 +229,34 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
     func: Callable[[argparse.Namespace], int] = args.func
+    return guarded("edge", func, args, args.verbose)
+
+
+def one_line(text: str, limit: int = 500) -> str:
+    """``text`` as a single line of at most ``limit`` characters (newlines would tear the error line)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def guarded(prog: str, func: Callable[[argparse.Namespace], int], args: argparse.Namespace, verbose: int) -> int:
+    """Run ``func(args)``: an error the user can act on prints one line and its exit code (2); any
+    other exception is a bug or an input nothing checked yet, and still prints one line naming it,
+    with ``-v`` for the traceback, and exits 2. Ctrl-C exits 130; SystemExit passes."""
     try:
         return func(args)
     except EdgeError as exc:
-        print(f"edge: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:    # the top-level guard: everything not caught above, reported in one line
+        if verbose:
+            traceback.print_exception(exc, file=sys.stderr)
+        hint = "the traceback is above" if verbose else "run with -v for the traceback"
+        print(f"{prog}: error: unexpected {type(exc).__name__}: {one_line(str(exc)) or '(no message)'} "
+              f"({hint}; please report it)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

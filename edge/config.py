@@ -15,7 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge import bounded
 from edge.errors import ConfigError
+
+# Integers without a stated maximum still fit the C types they end in (cv2 properties, sizes).
+INT_LIMIT = 2 ** 62
 
 
 def setting(default: Any, help: str, *, choices: tuple | None = None, minimum: float | None = None,
@@ -189,14 +193,16 @@ def _check_value(section: str, f: dataclasses.Field, hint: Any, value: Any) -> A
             raise ConfigError(f"{where} = {value!r} is not a boolean", "use true or false")
     elif origin is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where} = {value!r} is not an integer")
+            raise ConfigError(f"{where} = {bounded.show(value)} is not an integer")
+        if abs(value) > INT_LIMIT:
+            raise ConfigError(f"{where} = {bounded.show(value)} is out of range (at most {INT_LIMIT})")
     elif origin is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where} = {value!r} is not a number")
-        value = float(value)
+        value = _finite(where, value)
     elif origin is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where} = {value!r} is not a string")
+            raise ConfigError(f"{where} = {bounded.show(value)} is not a string")
+        if "\0" in value:
+            raise ConfigError(f"{where} = {bounded.show(value)} contains a NUL character")
     elif origin is tuple:
         value = _numbers(where, value)
     elif origin is list:
@@ -214,15 +220,28 @@ def _check_value(section: str, f: dataclasses.Field, hint: Any, value: Any) -> A
     return value
 
 
+def _finite(where: str, value: Any) -> float:
+    """A finite float: NaN compares false with every bound and would pass them silently."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where} = {bounded.show(value)} is not a number")
+    try:
+        value = float(value)
+    except OverflowError:           # an integer beyond the float range
+        raise ConfigError(f"{where} = {bounded.show(value)} is out of range") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{where} = {value!r} is not a finite number", "give a number, not nan or inf")
+    return value
+
+
 def _numbers(where: str, value: Any) -> tuple[float, ...]:
     """One number or three (per channel): from TOML a number or a list, from a flag "127.5" or "1,2,3"."""
     items = value.split(",") if isinstance(value, str) else value if isinstance(value, (list, tuple)) else [value]
     try:
         numbers = tuple(float(v) for v in items if not isinstance(v, bool))
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where} = {value!r} is not a number or a list of 3 numbers") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{where} = {bounded.show(value)} is not a number or a list of 3 numbers") from None
     if len(numbers) != len(items) or len(numbers) not in (0, 1, 3) or not all(math.isfinite(v) for v in numbers):
-        raise ConfigError(f"{where} = {value!r} is not one finite number or three (R, G, B)")
+        raise ConfigError(f"{where} = {bounded.show(value)} is not one finite number or three (R, G, B)")
     return numbers
 
 
@@ -256,17 +275,24 @@ def load(path: str | Path | None = None, overrides: dict[str, dict] | None = Non
     if path:
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from None
-        try:
-            tables = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+            text = bounded.read_text(path, bounded.CONFIG_MAX, "config file", ConfigError)
+        except FileNotFoundError:
+            raise ConfigError(f"cannot read config file {str(path)!r}: No such file or directory") from None
+        tables = parse_toml(text, str(path))
         config = merge(config, tables)
     if overrides:
         config = merge(config, {k: v for k, v in overrides.items() if v})
     return config
+
+
+def parse_toml(text: str, where: str) -> dict:
+    """TOML text as tables; malformed or absurdly nested TOML is a ConfigError naming ``where``."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {where!r} is not valid TOML: {exc}") from None
+    except RecursionError:          # tomllib recurses once per nesting level of arrays / inline tables
+        raise ConfigError(f"config file {where!r} nests arrays or tables too deeply to be a configuration") from None
 
 
 def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, Any, str]]:

@@ -49,7 +49,8 @@ def edgetpu_twin_dir(int8_model: Path, model_dir: Path, dst: Path) -> Path:
     (dst / "person_int8.tflite").write_bytes(int8_model.read_bytes())
     manifest = json.loads((model_dir / "manifest.json").read_text())
     manifest["models"] = {"edgetpu": "person_edgetpu.tflite", "cpu": "person_int8.tflite"}
-    manifest["labels"] = str(model_dir / "labels.txt")
+    (dst / "labels.txt").write_bytes((model_dir / "labels.txt").read_bytes())   # beside it: manifests are confined
+    manifest["labels"] = "labels.txt"
     (dst / "manifest.json").write_text(json.dumps(manifest))
     return dst
 

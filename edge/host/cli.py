@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from edge import __version__
-from edge.errors import ConfigError, EdgeError
+from edge.errors import ConfigError
 
 log = logging.getLogger("edge.host")
 
@@ -109,11 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    try:
-        return args.func(args)
-    except EdgeError as exc:
-        print(f"edge-host: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    from edge.cli import guarded
+
+    return guarded("edge-host", args.func, args, args.verbose)
 
 
 if __name__ == "__main__":

@@ -376,7 +376,9 @@ def write_manifests(source: Path, result: CompileResult) -> list[Path]:
             data["models"]["float"] = rel(src_dir / base["models"]["float"])
     data["provenance"] = {**base.get("provenance", {}), "edgetpu": provenance}
     sidecar.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    load_manifest(sidecar)          # what the device would read; raises if it is not valid
+    # what the device would read; raises if it is not valid. Not confined: with --out elsewhere the
+    # sidecar names the source twin in its own directory (a bundle then refuses it, as the device would).
+    load_manifest(sidecar, confine=False)
     written.append(sidecar)
     shared = compiled.parent / "manifest.json"
     if source_manifest == shared and load_manifest(shared).role_of(source) == "cpu":

@@ -8,6 +8,7 @@ come from here (op, names, signature), never from guessing by tensor size.
 from __future__ import annotations
 
 import io
+import struct
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge import bounded
 from edge.errors import ModelError
 from edge.runtime import flatbuffer
 from edge.runtime.tflite_schema import ACTIVATIONS, BUILTIN_OPERATORS, BUILTIN_OPTIONS, TENSOR_TYPES
@@ -302,12 +304,11 @@ def read_model(path: str | Path) -> ModelInfo:
     """Parse a .tflite file; :class:`ModelError` names the file and what is wrong with it."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        # Checked by stat before a byte is read: a regular file of at most 2 GiB (no /dev/zero, no FIFO).
+        data = bounded.read_bytes(path, bounded.MODEL_MAX, "model file", ModelError)
     except FileNotFoundError:
         raise ModelError(f"model file {str(path)!r} does not exist",
                          "give a .tflite file or a model directory with manifest.json") from None
-    except OSError as exc:
-        raise ModelError(f"cannot read model file {str(path)!r}: {exc.strerror}") from None
     try:
         model = flatbuffer.root(data, identifier=b"TFL3")
         opcodes = [_opcode_name(t) for t in model.tables(1)]
@@ -331,7 +332,7 @@ def read_model(path: str | Path) -> ModelInfo:
         inputs = tuple(tensors[i] for i in main.scalars(1, "i"))
         outputs = tuple(tensors[i] for i in main.scalars(2, "i"))
         buffer_spans = tuple(_buffer_span(b) for b in model.tables(4))
-    except (flatbuffer.FlatBufferError, IndexError) as exc:
+    except (flatbuffer.FlatBufferError, IndexError, struct.error, UnicodeDecodeError, RecursionError) as exc:
         raise ModelError(f"{str(path)!r} is not a valid TFLite model ({exc})",
                          "re-export or re-download the .tflite file") from None
     return ModelInfo(path=path, size_bytes=len(data), description=model.string(3) or "",

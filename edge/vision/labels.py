@@ -15,6 +15,7 @@ import logging
 import re
 from pathlib import Path
 
+from edge import bounded
 from edge.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -40,14 +41,16 @@ def parse_labels(text: str, *, source: str = "labels") -> dict[int, str]:
 
 
 def load_labels(path: str | Path) -> dict[int, str]:
+    """Labels from ``path`` (at most :data:`edge.bounded.LABELS_MAX` bytes of UTF-8 text). Errors name
+    the file and what is wrong, never its lines: a path pointing at the wrong file must not leak it."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = bounded.read_text(path, bounded.LABELS_MAX, "labels file", ModelError)
     except FileNotFoundError:
         raise ModelError(f"labels file {str(path)!r} does not exist",
                          "set labels in the manifest or pass --labels FILE") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ModelError(f"cannot read labels file {str(path)!r}: {exc}") from None
+    if "\0" in text:
+        raise ModelError(f"labels file {str(path)!r} holds NUL bytes: it is not a text file of labels")
     return parse_labels(text, source=str(path))
 
 

@@ -8,11 +8,13 @@ attaches labels, giving frozen :class:`Detection` values.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
+from edge.bounded import show
 from edge.errors import ModelError
 from edge.runtime.manifest import Manifest
 from edge.runtime.model import TensorInfo
@@ -78,16 +80,44 @@ class DecodeParams:
     num_classes: int = 0           # from the labels, when the model and manifest do not say
 
 
+# Ranges of output keys shared by several layouts; values outside them are errors naming the value.
+OUTPUT_RANGES: dict[str, tuple[float, float]] = {
+    "iou_threshold": (0.0, 1.0), "candidate_threshold": (0.0, 1.0), "max_detections": (0, 100_000),
+    "num_classes": (0, 100_000), "top_k": (0, 100_000), "num_keypoints": (-1, 1000),
+    "score_clipping_thresh": (0.0, 1e6),
+}
+# Types of the keys whose default is None (unset): checked here like the others.
+NONE_DEFAULT_TYPES: dict[str, type] = {"channels_first": bool, "anchors": list, "anchor_options": dict}
+MAX_LIST = 4_000_000      # numbers in one output value (inline anchors: N×4)
+
+
+def _non_finite(value: Any, budget: list[int]) -> Any:
+    """The first non-finite number inside ``value`` (nested lists/objects), else None; counts numbers
+    into ``budget`` so an absurdly large value is refused before anything allocates from it."""
+    if isinstance(value, float):
+        budget[0] += 1
+        return None if math.isfinite(value) else value
+    if isinstance(value, (list, dict)):
+        for item in value.values() if isinstance(value, dict) else value:
+            bad = _non_finite(item, budget)
+            if bad is not None or budget[0] > MAX_LIST:
+                return bad
+    else:
+        budget[0] += 1
+    return None
+
+
 def output_params(manifest: Manifest, layout: str, spec: dict[str, Any]) -> dict[str, Any]:
     """``manifest.output`` checked against ``spec`` ({key: default}); defaults fill the gaps.
 
-    A value must have the default's type (ints are accepted for floats); unknown keys are errors
+    A value must have the default's type (ints are accepted for floats), be finite (NaN would pass
+    every threshold comparison silently) and lie in :data:`OUTPUT_RANGES`; unknown keys are errors
     that list the valid ones, so a typo never silently falls back to a default.
     """
     given = {k: v for k, v in manifest.output.items() if k != "layout"}
     unknown = sorted(set(given) - set(spec))
     if unknown:
-        raise ModelError(f"output.{unknown[0]} is not a parameter of layout {layout}",
+        raise ModelError(f"output.{unknown[0][:60]} is not a parameter of layout {layout}",
                          f"valid: {', '.join(sorted(spec))}")
     values = dict(spec)
     for key, value in given.items():
@@ -95,9 +125,23 @@ def output_params(manifest: Manifest, layout: str, spec: dict[str, Any]) -> dict
         kind = type(default)
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if default is not None and not isinstance(value, kind):
-            raise ModelError(f"output.{key} = {value!r} in the manifest is not a {kind.__name__}",
+        if default is None and key in NONE_DEFAULT_TYPES:
+            kind = NONE_DEFAULT_TYPES[key]
+            if value is not None and not isinstance(value, kind):
+                raise ModelError(f"output.{key} = {show(value)} in the manifest is not a {kind.__name__}")
+        elif default is not None and not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ModelError(f"output.{key} = {show(value)} in the manifest is not a {kind.__name__}",
                              f"layout {layout} expects e.g. {default!r}")
+        budget = [0]
+        bad = _non_finite(value, budget)
+        if bad is not None:
+            raise ModelError(f"output.{key} = {show(value)} in the manifest holds {bad!r}, not a finite number")
+        if budget[0] > MAX_LIST:
+            raise ModelError(f"output.{key} in the manifest holds more than {MAX_LIST} values")
+        if key in OUTPUT_RANGES and isinstance(value, (int, float)) and not isinstance(value, bool):
+            low, high = OUTPUT_RANGES[key]
+            if not low <= value <= high:
+                raise ModelError(f"output.{key} = {show(value)} in the manifest is not from {low:g} to {high:g}")
         values[key] = value
     return values
 

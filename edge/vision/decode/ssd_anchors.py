@@ -106,7 +106,8 @@ def _check_choice(key: str, value: str, valid: tuple[str, ...]) -> str:
 
 
 def _check_scales(scales: object) -> np.ndarray:
-    if not (isinstance(scales, list) and len(scales) == 4 and all(s for s in scales)):
+    if not (isinstance(scales, list) and len(scales) == 4 and all(
+            isinstance(s, (int, float)) and not isinstance(s, bool) and np.isfinite(s) and s for s in scales)):
         raise ModelError(f"output.box_scales = {scales!r} is not 4 non-zero numbers (y, x, h, w)")
     return np.asarray(scales, np.float32)
 
@@ -214,11 +215,15 @@ def _anchors(model: ModelInfo, opts: dict) -> np.ndarray:
         if opts["anchor_format"] != "ycenter_xcenter_height_width":
             raise ModelError(f"output.anchor_format = {opts['anchor_format']!r} is not supported",
                              "store anchors as ycenter_xcenter_height_width")
-        anchors = np.asarray(opts["anchors"], np.float32)
-        if anchors.ndim != 2 or anchors.shape[1] != 4:
+        try:
+            anchors = np.asarray(opts["anchors"], np.float32)
+        except (TypeError, ValueError):     # ragged rows, strings, objects
+            raise ModelError("output.anchors is not a list of [ycenter, xcenter, height, width] rows of numbers",
+                             "store anchors as [N, 4] numbers") from None
+        if anchors.ndim != 2 or anchors.shape[1] != 4 or not np.isfinite(anchors).all():
             raise ModelError(f"output.anchors has shape {list(anchors.shape)}; expected [N, 4]")
         return anchors
-    if isinstance(opts["anchor_options"], dict):
+    if opts["anchor_options"] is not None:
         return anchor_gen.generate(anchor_gen.AnchorOptions.from_dict(opts["anchor_options"]))
     known = ", ".join(p.name for p in presets.PRESETS)
     raise ModelError(f"{model.path.name} needs anchors to decode its raw SSD head ({_describe_outputs(model)}): "
