@@ -6,6 +6,8 @@ the picamera2 source for them.
 
 from __future__ import annotations
 
+import atexit
+import ctypes
 import errno
 import fcntl
 import logging
@@ -16,17 +18,101 @@ import time
 from pathlib import Path
 from typing import Callable
 
-# FFmpeg's own messages ("moov atom not found") would precede and duplicate our errors, which say
-# what failed and what to do; OPENCV_FFMPEG_LOGLEVEL=32 in the environment shows them again.
-# OpenCV reads this once, when its FFmpeg backend first opens something.
+# FFmpeg's own messages ("moov atom not found", "[h264 @ 0x…] error while decoding MB …") would
+# go to stderr by the hundred for one corrupt file. OpenCV reads this once, when its FFmpeg backend
+# first opens something: until then only fatal ones print; after that :func:`route_libav_log` sends
+# them through logging (``edge.capture.libav``), rate-limited.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")
 
 import cv2  # noqa: E402
 
-from edge.capture.base import Frame
-from edge.errors import SourceError
+from edge.capture.base import Frame  # noqa: E402
+from edge.errors import SourceError  # noqa: E402
+from edge.telemetry.stats import LogLimiter, count_process  # noqa: E402
 
 log = logging.getLogger(__name__)
+if "OPENCV_LOG_LEVEL" not in os.environ:    # OpenCV's own "[ WARN:0@0.3] global cap.cpp…" lines duplicate our errors
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+libav_log = logging.getLogger("edge.capture.libav")
+
+AV_LOG_QUIET, AV_LOG_ERROR, AV_LOG_WARNING = -8, 16, 24
+MAX_UNCOUNTED_FAILURES = 32     # failed reads in a row that end a file that does not state its frame count
+
+
+class _LibavLog:
+    """FFmpeg's av_log messages → logging, through ``av_log_set_callback`` on the libavutil that
+    OpenCV loaded (found in /proc/self/maps; ctypes, no extra dependency).
+
+    Errors are logged at INFO at most once per ``period`` seconds with the count held back, warnings at
+    DEBUG; the source's own warning says what it did about them (frames skipped, stream ended).
+    Installed once, after OpenCV's FFmpeg backend has set its own level and callback (at its first
+    open); reset to silence at exit, so that a decoder thread outliving the interpreter calls no Python.
+    """
+
+    def __init__(self, period: float = 10.0):
+        self.installed = False
+        self.tried = False
+        self._limiter = LogLimiter(period)
+        self._lib = None
+        self._callback = None
+
+    def install(self) -> None:
+        if self.tried:
+            return
+        self.tried = True
+        try:
+            path = next((line.split()[-1] for line in open("/proc/self/maps", encoding="utf-8", errors="replace")
+                         if "libavutil" in line and line.split()[-1].startswith("/")), None)
+        except OSError as exc:
+            log.info("FFmpeg messages stay silent (OPENCV_FFMPEG_LOGLEVEL): cannot read /proc/self/maps: %s", exc)
+            return
+        if path is None:
+            log.info("FFmpeg messages stay silent (OPENCV_FFMPEG_LOGLEVEL): OpenCV's libavutil is not a "
+                     "shared library here")
+            return
+        try:
+            lib = ctypes.CDLL(path)
+            proto = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+            lib.av_log_format_line2.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p,
+                                                ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
+            lib.av_log_set_callback.argtypes = [ctypes.c_void_p]
+            lib.av_log_set_level.argtypes = [ctypes.c_int]
+            default = ctypes.cast(lib.av_log_default_callback, ctypes.c_void_p)
+        except (OSError, AttributeError) as exc:
+            log.info("FFmpeg messages stay silent (OPENCV_FFMPEG_LOGLEVEL): %s: %s", path, exc)
+            return
+        self._lib, self._callback = lib, proto(self._message)
+        lib.av_log_set_callback(ctypes.cast(self._callback, ctypes.c_void_p))
+        lib.av_log_set_level(AV_LOG_WARNING)
+        atexit.register(self._uninstall, default)
+        self.installed = True
+        log.debug("FFmpeg messages routed to logging from %s", path)
+
+    def _uninstall(self, default) -> None:
+        self._lib.av_log_set_level(AV_LOG_QUIET)
+        self._lib.av_log_set_callback(default)
+
+    def _message(self, avcl, level, fmt, va_list) -> None:
+        """av_log callback (any FFmpeg thread; ctypes takes the GIL)."""
+        if level > AV_LOG_WARNING or (level > AV_LOG_ERROR and not libav_log.isEnabledFor(logging.DEBUG)):
+            return
+        buf = ctypes.create_string_buffer(512)
+        prefix = ctypes.c_int(1)
+        self._lib.av_log_format_line2(avcl, level, fmt, va_list, buf, len(buf), ctypes.byref(prefix))
+        text = buf.value.decode("utf-8", "replace").strip()
+        if level > AV_LOG_ERROR:
+            libav_log.debug("%s", text)
+        elif libav_log.isEnabledFor(logging.INFO):
+            self._limiter.log(libav_log, logging.INFO, "%s", text)
+
+
+LIBAV_LOG = _LibavLog()
+
+
+def route_libav_log() -> None:
+    """Route FFmpeg's messages through logging (once; after OpenCV's FFmpeg backend initialised)."""
+    if not LIBAV_LOG.tried:
+        LIBAV_LOG.install()
 
 
 class VideoFileSource:
@@ -42,6 +128,10 @@ class VideoFileSource:
         self._index = 0
         self._start = 0.0
         self._since_start = 0
+        self.frame_count = 0        # as the container states it; 0: unknown
+        self.corrupt = 0            # frames skipped because they did not decode
+        self._reads = 0             # reads since the start of the file, failed ones included
+        self._warn = LogLimiter(30.0)
 
     def open(self) -> None:
         if not self.path.is_file():
@@ -51,7 +141,10 @@ class VideoFileSource:
         if not cap.isOpened():
             raise SourceError(f"cannot open {str(self.path)!r} as a video",
                               "give a video OpenCV's FFmpeg backend can decode (mp4, mkv, avi...)")
+        route_libav_log()
         self._cap = cap
+        self.frame_count = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
+        self._reads = 0
         self.fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
         if self.live and not self.fps > 0:
             log.warning("%s does not state its frame rate; pacing at 25 fps", self.name)
@@ -62,18 +155,53 @@ class VideoFileSource:
         self._start = time.monotonic()
         self._since_start = 0
 
+    def _grab(self) -> tuple[bool, object]:
+        """The next decodable frame, skipping (and counting) frames that do not decode.
+
+        OpenCV's ``read`` fails both at the end and at a frame it cannot decode, and its position
+        does not move past a failed frame, so the end is told by the container's frame count: every
+        read, failed or not, consumes at least one frame of it, and a failed read is the end only once
+        as many reads as frames were made. A file that states no count ends after
+        ``MAX_UNCOUNTED_FAILURES`` failed reads in a row. A failed read before the end is a corrupt
+        frame: skipped, counted (``edge_frames_corrupt_total``), and warned about at most every 30 s.
+        """
+        failed = 0
+        while True:
+            ok, image = self._cap.read()
+            self._reads += 1
+            if ok:
+                break
+            if self.frame_count and self._reads > self.frame_count:
+                break                               # past the last frame: the end
+            failed += 1
+            if self.frame_count:
+                if self._reads == self.frame_count:     # the last frame did not decode either
+                    break
+            elif failed >= MAX_UNCOUNTED_FAILURES:
+                failed -= MAX_UNCOUNTED_FAILURES     # taken as the end, not as corrupt frames
+                break
+        if failed:
+            self.corrupt += failed
+            count_process("corrupt", failed)
+            self._warn.warning(log, "%s: %d frame(s) could not be decoded and were skipped (%d so far)",
+                               self.name, failed, self.corrupt)
+        return ok, image
+
     def read(self) -> Frame | None:
         if self._cap is None:
             raise SourceError(f"source {self.name} is not open")
-        ok, image = self._cap.read()
+        ok, image = self._grab()
         if not ok and self.loop and self._index > 0:
             log.info("%s: end of file, looping", self.name)
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            self._reads = 0
             self._restart_clock()
-            ok, image = self._cap.read()
+            ok, image = self._grab()
         if not ok:
             if self._index == 0:
                 raise SourceError(f"{str(self.path)!r} contains no decodable frame")
+            if self.corrupt:
+                log.warning("%s: end of file; %d frame(s) did not decode and were skipped", self.name, self.corrupt)
             return None
         if self.live:
             due = self._start + self._since_start / self.fps
@@ -193,21 +321,28 @@ class StreamSource:
         self.live = True
         self._cap: cv2.VideoCapture | None = None
         self._index = 0
+        self._delivered = 0       # frames since the last open
 
     def open(self) -> None:
         cap = cv2.VideoCapture(self.url, cv2.CAP_FFMPEG)
+        route_libav_log()
         if not cap.isOpened():
             raise SourceError(f"cannot open stream {self.name!r}",
                               "check the URL, credentials and that the server is reachable")
         self._cap = cap
+        self._delivered = 0
 
     def read(self) -> Frame | None:
         if self._cap is None:
             raise SourceError(f"source {self.name} is not open")
         ok, image = self._cap.read()
         if not ok:
-            log.info("stream %s ended", self.name)
+            if self._delivered == 0:     # opened, but nothing in it decodes: not a stream of pictures
+                raise SourceError(f"stream {self.name!r} gave no decodable frame",
+                                  "check that the URL serves video (RTSP H.264, HTTP MJPEG), not a page or garbage")
+            log.warning("stream %s ended after %d frames", self.name, self._delivered)
             return None
+        self._delivered += 1
         frame = Frame.captured_now(image, self._index)
         self._index += 1
         return frame

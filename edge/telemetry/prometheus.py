@@ -28,7 +28,7 @@ from edge.telemetry.vcgencmd import THROTTLE_FLAGS
 
 log = logging.getLogger(__name__)
 
-FRAME_COUNTERS = ("captured", "dropped", "inferred", "published")
+FRAME_COUNTERS = ("captured", "dropped", "inferred", "published", "corrupt")
 HISTOGRAMS = {"end_to_end": ("edge_end_to_end_seconds", "Capture to results published, per frame."),
               "frame_age": ("edge_frame_age_seconds", "Age of a frame when inference took it.")}
 STAGE_HELP = "Time per pipeline stage (preprocess, invoke, postprocess, publish), per frame."

@@ -8,6 +8,7 @@ post-processing thread records, exporters and the live line read snapshots.
 from __future__ import annotations
 
 import bisect
+import logging
 import threading
 import time
 from collections import Counter, deque
@@ -19,13 +20,14 @@ STAGES = ("preprocess", "invoke", "postprocess", "publish", "end_to_end", "frame
 
 # Named event counters, exported as ``edge_<name>_total``; PipelineStats.count(name) increments one.
 # COUNTER_HELP describes them for exporters. Every counter is declared here, in one place.
-COUNTERS = ["captured", "dropped", "inferred", "published", "reconnects", "tpu_fallbacks"]
+COUNTERS = ["captured", "dropped", "inferred", "published", "reconnects", "tpu_fallbacks", "corrupt"]
 COUNTER_HELP = {"captured": "Frames delivered by the source.",
                 "dropped": "Frames replaced by a newer one before inference took them.",
                 "inferred": "Frames the model ran on.",
                 "published": "Frames whose results reached every sink.",
                 "reconnects": "Times the source was reopened after its end, an unplug or a read error.",
-                "tpu_fallbacks": "Times inference moved from the Edge TPU to the CPU twin."}
+                "tpu_fallbacks": "Times inference moved from the Edge TPU to the CPU twin.",
+                "corrupt": "Frames or images that did not decode and were skipped."}
 
 # Upper bounds (seconds) of the cumulative latency histograms, Prometheus-style (+Inf implied).
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -203,7 +205,7 @@ class PipelineStats:
 
     def _counts(self) -> dict[str, int]:
         # self.counts holds every name of COUNTERS first (the frame counters are kept as attributes)
-        return self.counts | {"captured": self.captured, "dropped": self.dropped, "inferred": self.inferred,
+        return self.counts | process_counts() | {"captured": self.captured, "dropped": self.dropped, "inferred": self.inferred,
                               "published": self.published}
 
     def snapshot(self) -> Snapshot:
@@ -224,27 +226,52 @@ class PipelineStats:
 
 
 class LogLimiter:
-    """Rate-limits a repeated warning: at most one line per ``period`` seconds, telling how many
-    were held back since the last one (a full disk or a corrupt stream would otherwise log per frame).
+    """Rate-limits a repeated warning: at most ``burst`` lines per ``period`` seconds, telling how
+    many were held back since the last one (a full disk or a corrupt stream would otherwise log per frame).
 
     ``warning(logger, fmt, *args)`` logs now or counts; the check is one ``time.monotonic()`` call.
     """
 
-    def __init__(self, period: float = 30.0):
+    def __init__(self, period: float = 30.0, burst: int = 1):
         self.period = period
+        self.burst = burst          # lines logged per period before holding back
         self._next = 0.0
+        self._left = 0
         self._held = 0
 
     def warning(self, logger, fmt: str, *args) -> bool:
-        """Log ``fmt % args`` unless one was logged less than ``period`` ago; True when logged."""
+        """Log ``fmt % args`` at WARNING unless one was logged less than ``period`` ago; True when logged."""
+        return self.log(logger, logging.WARNING, fmt, *args)
+
+    def log(self, logger, level: int, fmt: str, *args) -> bool:
+        """Log ``fmt % args`` at ``level`` unless one was logged less than ``period`` ago; True when logged."""
         now = time.monotonic()
-        if now < self._next:
+        if now >= self._next:
+            self._next, self._left = now + self.period, self.burst
+        if self._left <= 0:
             self._held += 1
             return False
-        self._next = now + self.period
+        self._left -= 1
         held, self._held = self._held, 0
         if held:
-            logger.warning(fmt + " (%d more like it in the last %.0f s)", *args, held, self.period)
+            logger.log(level, fmt + " (%d more like it in the last %.0f s)", *args, held, self.period)
         else:
-            logger.warning(fmt, *args)
+            logger.log(level, fmt, *args)
         return True
+
+
+# Counters kept where no PipelineStats is at hand (a source skipping a corrupt frame), for the
+# process's life; every PipelineStats snapshot includes them (as COUNTERS names).
+_process_counts: Counter[str] = Counter()
+_process_lock = threading.Lock()
+
+
+def count_process(name: str, n: int = 1) -> None:
+    """Add ``n`` to the process-wide counter ``name`` (one of COUNTERS)."""
+    with _process_lock:
+        _process_counts[name] += n
+
+
+def process_counts() -> dict[str, int]:
+    with _process_lock:
+        return dict(_process_counts)
