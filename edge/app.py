@@ -138,8 +138,9 @@ def assemble(config: Config, extra_sinks: list[Sink] | None = None,
     """
     models, params = check(config)
     source = make_source(config.source)
-    if hasattr(source, "set_model_size"):   # e.g. picamera2: the ISP scales to the model's input size
-        source.set_model_size(*model_input_size(models))
+    camera = source if hasattr(source, "set_model_size") else None
+    if camera is not None:   # picamera2: the ISP scales a lores stream (main's aspect ratio) for the model
+        camera.set_model_size(*model_input_size(models), letterbox=models.manifest.input.resize == "letterbox")
     if wrap_source is not None:  # e.g. the service's ReconnectingSource
         source = wrap_source(source)
     source.open()
@@ -153,6 +154,8 @@ def assemble(config: Config, extra_sinks: list[Sink] | None = None,
             if aligned is not params.labels:
                 params = finish_params(config, models, aligned)
         preprocessor = Preprocessor(loaded.manifest.input, model.inputs[0], loaded.backend.input_shape)
+        if camera is not None:   # the model gets the lores picture, boxes come back in main-stream pixels
+            preprocessor = camera.wrap_preprocessor(preprocessor)
         stats = stats or PipelineStats()
         telemetry = make_exporters(config, stats, source.name)
     except BaseException:

@@ -1,5 +1,6 @@
 """The runtime chain with fakes of the documented module layouts (the real LiteRT is tested too)."""
 
+import logging
 import sys
 import types
 
@@ -7,6 +8,15 @@ import pytest
 
 from edge.errors import ConfigError, RuntimeChainError
 from edge.runtime import interpreter as chain
+
+
+@pytest.fixture
+def cli_logging():
+    """cli.main() sets the `edge.runtime` logger to WARNING (no -v); put it back for the next tests."""
+    logger = logging.getLogger("edge.runtime")
+    level = logger.level
+    yield
+    logger.setLevel(level)
 
 
 @pytest.fixture(autouse=True)
@@ -162,7 +172,7 @@ def test_info_says_the_chosen_runtime_is_unusable():
     assert chain.used_runtime(_probes(tflite="x"), "tflite-runtime") is None
 
 
-def test_cli_runtime_tflite_runtime_under_numpy_2_is_one_line_exit_2(monkeypatch, capsys, tmp_path):
+def test_cli_runtime_tflite_runtime_under_numpy_2_is_one_line_exit_2(monkeypatch, capsys, tmp_path, cli_logging):
     from edge import cli
 
     _fake_tflite_runtime(monkeypatch)
