@@ -74,7 +74,8 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 
     out = b.build_bundle(Path(args.model_dir), Path(args.out),
                          config=Path(args.config) if args.config else None,
-                         extra=[Path(p) for p in args.include])
+                         extra=[Path(p) for p in args.include],
+                         sign_key=Path(args.sign) if args.sign else None)
     print(f"bundle: {out.path} ({out.size_bytes / 1e6:.2f} MB, {len(out.files)} files)")
     for name in out.files:
         print(f"  {name}")
@@ -91,7 +92,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     report = d.deploy(Path(args.bundle) if args.bundle else None,
                       Path(args.model_dir) if args.model_dir else None, target,
                       unit=args.reload or args.restart, action="restart" if args.restart else "reload",
-                      dry_run=args.dry_run)
+                      dry_run=args.dry_run, sign_key=Path(args.sign) if args.sign else None,
+                      trusted_keys=args.trusted_keys,
+                      local_keys=Path(args.local_trusted_keys) if args.local_trusted_keys else None)
     print("\n".join(report))
     return 0
 
@@ -128,6 +131,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", "-o", required=True, help="bundle file (.tar.gz)")
     p.add_argument("--config", help="edge TOML configuration to ship as config.toml")
     p.add_argument("--include", action="append", default=[], help="another file to ship (repeatable)")
+    p.add_argument("--sign", metavar="KEY", help="sign SHA256SUMS with this ssh private key (ssh-keygen -Y sign, "
+                                                 "namespace edge-detect-bundle) into SHA256SUMS.sig")
     p.set_defaults(func=cmd_bundle)
 
     p = sub.add_parser("deploy", help="copy a bundle to a Pi over ssh/rsync, verify, reload the service")
@@ -144,4 +149,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                      "the service loads the new model without restarting")
     unit.add_argument("--restart", metavar="UNIT", help="systemd unit to restart after the copy instead")
     p.add_argument("--dry-run", action="store_true", help="print the commands, change nothing")
+    p.add_argument("--sign", metavar="KEY", help="with --model-dir: sign the bundle made on the fly with this ssh "
+                                                 "private key")
+    p.add_argument("--trusted-keys", metavar="PATH", default="/etc/edge-detect/trusted_keys",
+                   help="allowed_signers file ON THE DEVICE; when it is not empty, the device refuses unsigned "
+                        "bundles and bundles not signed by a key in it (default /etc/edge-detect/trusted_keys)")
+    p.add_argument("--local-trusted-keys", metavar="PATH", help="allowed_signers file on this host: refuse an "
+                                                                "unsigned or untrusted bundle before copying it")
     p.set_defaults(func=cmd_deploy)

@@ -4,7 +4,10 @@ Steps (each one a command whose exit code is checked; ``--dry-run`` prints them 
 
 1. unpack the bundle locally and verify its SHA-256 sums (a corrupt bundle never leaves the host);
 2. ``rsync -a --delete --checksum`` it to ``<path>.incoming/`` on the Pi (over ssh, BatchMode);
-3. on the Pi: ``sha256sum -c SHA256SUMS`` in ``<path>.incoming`` (coreutils, on every Pi OS);
+3. on the Pi, in ``<path>.incoming``: when the trusted keys file (``--trusted-keys``, default
+   ``/etc/edge-detect/trusted_keys``, an ssh allowed_signers file) is not empty, the signature
+   ``SHA256SUMS.sig`` is verified with ``ssh-keygen -Y verify`` (OpenSSH, on every Pi OS) and an
+   unsigned bundle is refused; then ``sha256sum -c SHA256SUMS`` (coreutils) and no file beyond it;
 4. on the Pi: swap directories — ``<path>`` → ``<path>.previous``, ``<path>.incoming`` → ``<path>``
    (the previous model stays for a manual roll-back);
 5. with ``--reload UNIT``: ``systemctl reload UNIT`` — ``edge run --service`` re-reads its
@@ -25,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge.errors import ConfigError, EdgeError
-from edge.host.bundle import SUMS, build_bundle, unpack_bundle
+from edge.host.bundle import NAMESPACE, SIG, SUMS, TRUSTED_KEYS, build_bundle, unpack_bundle
 
 log = logging.getLogger(__name__)
 
@@ -92,15 +95,33 @@ def _run(cmd: list[str], what: str, dry_run: bool, report: list[str]) -> str:
     return proc.stdout
 
 
-def remote_script(target: Target, unit: str | None, action: str = "reload") -> str:
-    """The shell run on the Pi after the copy: verify, swap, then ``systemctl <action> <unit>``."""
+def remote_script(target: Target, unit: str | None, action: str = "reload",
+                  trusted_keys: str = TRUSTED_KEYS) -> str:
+    """The shell run on the Pi after the copy: verify (signature when trusted keys are configured,
+    then checksums), swap, then ``systemctl <action> <unit>``. Nothing is swapped in unless every
+    check passes; a refusal exits 3 with one line on stderr."""
     path = shlex.quote(target.path)
     incoming = shlex.quote(target.path + ".incoming")
     previous = shlex.quote(target.path + ".previous")
+    keys = shlex.quote(trusted_keys)
     lines = [
         "set -e",
         f"cd {incoming}",
+        'refuse() { echo "refused: $1" >&2; exit 3; }',
+        f"if [ -s {keys} ]; then",
+        f"  [ -f {SIG} ] || refuse \"the bundle is not signed ({SIG} missing) and {trusted_keys} lists trusted keys\"",
+        f"  signer=$(ssh-keygen -Y find-principals -s {SIG} -f {keys} | head -n 1) || signer=''",
+        f"  [ -n \"$signer\" ] || refuse \"the bundle's signing key is not in {trusted_keys}\"",
+        f"  ssh-keygen -Y verify -f {keys} -I \"$signer\" -n {NAMESPACE} -s {SIG} < {SUMS} >&2 "
+        f"|| refuse \"the signature does not match {SUMS}: the bundle was altered after signing\"",
+        f"  echo \"signature verified: signed by $signer\"",
+        "else",
+        f"  echo \"no trusted keys in {trusted_keys}: signature not checked\"",
+        "fi",
         f"sha256sum --check --quiet --strict {SUMS}",
+        # nothing beyond what SHA256SUMS lists (names start at column 67: 64 hex digits, two spaces)
+        f"[ \"$(cut -c67- {SUMS} | LC_ALL=C sort)\" = \"$(ls -A | grep -vxE '{SUMS}|{SIG}' | LC_ALL=C sort)\" ] "
+        f"|| refuse \"files not listed in {SUMS}\"",
         f"rm -rf {previous}",
         f"if [ -e {path} ]; then mv {path} {previous}; fi",
         f"mv {incoming} {path}",
@@ -120,9 +141,13 @@ ACTIONS = ("reload", "restart")
 
 
 def deploy(bundle: Path | None, model_dir: Path | None, target: Target, *, unit: str | None = None,
-           action: str = "reload", dry_run: bool = False) -> list[str]:
-    """Copy, verify and install a bundle (or a model directory, bundled on the fly) on ``target``,
-    then ``systemctl <action> <unit>`` when a unit is given."""
+           action: str = "reload", dry_run: bool = False, sign_key: Path | None = None,
+           trusted_keys: str = TRUSTED_KEYS, local_keys: Path | None = None) -> list[str]:
+    """Copy, verify and install a bundle (or a model directory, bundled on the fly and signed with
+    ``sign_key`` when given) on ``target``, then ``systemctl <action> <unit>`` when a unit is given.
+
+    ``trusted_keys`` is the allowed_signers file on the device; ``local_keys`` one on this host, to
+    refuse an unsigned or untrusted bundle before it is copied."""
     if action not in ACTIONS:
         raise ConfigError(f"unit action {action!r} is not one of {', '.join(ACTIONS)}")
     if unit is not None and (not unit or unit.startswith("-") or any(c.isspace() for c in unit)):
@@ -133,16 +158,19 @@ def deploy(bundle: Path | None, model_dir: Path | None, target: Target, *, unit:
     with tempfile.TemporaryDirectory(prefix="edge-deploy-") as tmp:
         tmp_dir = Path(tmp)
         if bundle is None:
-            bundle = build_bundle(model_dir, tmp_dir / "bundle.tar.gz").path
-            report.append(f"bundled {model_dir}")
-        staged = unpack_bundle(bundle, tmp_dir / "staged")
+            bundle = build_bundle(model_dir, tmp_dir / "bundle.tar.gz", sign_key=sign_key).path
+            report.append(f"bundled {model_dir}" + (f", signed with {sign_key}" if sign_key else ""))
+        elif sign_key is not None:
+            raise ConfigError("--sign applies to --model-dir (a bundle is signed when it is built)",
+                              "edge-host bundle DIR -o FILE --sign KEY")
+        staged = unpack_bundle(bundle, tmp_dir / "staged", trusted_keys=local_keys)
         report.append(f"verified {bundle} locally ({len(list(staged.iterdir()))} files)")
         ssh = target.ssh_command()
         parent = shlex.quote(str(Path(target.path).parent))
         _run([*ssh, target.host, f"mkdir -p {parent}"], "creating the target directory", dry_run, report)
         _run(["rsync", "-a", "--delete", "--checksum", "-e", shlex.join(ssh), f"{staged}/",
               f"{target.host}:{target.path}.incoming/"], "rsync", dry_run, report)
-        out = _run([*ssh, target.host, "sh -c " + shlex.quote(remote_script(target, unit, action))],
+        out = _run([*ssh, target.host, "sh -c " + shlex.quote(remote_script(target, unit, action, trusted_keys))],
                    "verifying and installing on the device", dry_run, report)
         report += [line for line in out.splitlines() if line]
     return report

@@ -165,3 +165,85 @@ def test_bad_arguments(args, message, model_dir, capsys):
 def test_missing_bundle(tmp_path, capsys):
     assert main(["deploy", "pi@host", "--bundle", str(tmp_path / "nope.tar.gz"), "--dry-run"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# --- signed bundles (issue 14): the device verifies against its trusted keys before swapping in -----
+
+@pytest.fixture(scope="module")
+def signing(tmp_path_factory):
+    d = tmp_path_factory.mktemp("signing")
+    for name in ("builder", "intruder"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(d / name)], check=True)
+    allowed = d / "trusted_keys"       # the device's /etc/edge-detect/trusted_keys (allowed_signers)
+    allowed.write_text(f'builder namespaces="edge-detect-bundle" {(d / "builder.pub").read_text()}')
+    return {"key": d / "builder", "other": d / "intruder", "allowed": allowed, "empty": d / "empty_keys"}
+
+
+def test_signed_deploy_is_verified_on_the_device(sshd, model_dir, tmp_path, signing, capsys):
+    dest = tmp_path / "pi" / "current"
+    assert main(["deploy", *_args(sshd, dest), "--model-dir", str(model_dir), "--sign", str(signing["key"]),
+                 "--trusted-keys", str(signing["allowed"]), "--local-trusted-keys", str(signing["allowed"])]) == 0
+    out = capsys.readouterr().out
+    assert "signature verified: signed by builder" in out and f"verified and installed in {dest}" in out
+    assert (dest / "SHA256SUMS.sig").is_file()
+
+
+def test_device_with_trusted_keys_refuses_an_unsigned_bundle(sshd, model_dir, tmp_path, signing, capsys):
+    dest = tmp_path / "pi" / "current"
+    assert main(["deploy", *_args(sshd, dest), "--model-dir", str(model_dir),
+                 "--trusted-keys", str(signing["allowed"])]) == 2
+    err = capsys.readouterr().err
+    assert "refused: the bundle is not signed" in err and len(err.strip().splitlines()) == 1
+    assert not dest.exists()
+
+
+def test_device_without_trusted_keys_takes_unsigned_bundles(sshd, model_dir, tmp_path, signing, capsys):
+    dest = tmp_path / "pi" / "current"
+    assert main(["deploy", *_args(sshd, dest), "--model-dir", str(model_dir),
+                 "--trusted-keys", str(signing["empty"])]) == 0
+    out = capsys.readouterr().out
+    assert "signed by builder" not in out and f"no trusted keys in {signing['empty']}: signature not checked" in out
+
+
+def test_untrusted_signer_is_refused_on_the_device(sshd, model_dir, tmp_path, signing, capsys):
+    dest = tmp_path / "pi" / "current"
+    assert main(["deploy", *_args(sshd, dest), "--model-dir", str(model_dir), "--sign", str(signing["other"]),
+                 "--trusted-keys", str(signing["allowed"])]) == 2
+    assert "signing key is not in" in capsys.readouterr().err
+    assert not dest.exists()
+
+
+def test_model_changed_with_recomputed_checksums_is_refused_on_the_device(sshd, model_dir, tmp_path, signing,
+                                                                          monkeypatch, capsys):
+    """An attacker between host and device swaps the model and rewrites SHA256SUMS to match: the
+    checksums pass, the signature does not, and nothing is installed."""
+    import hashlib
+
+    dest = tmp_path / "pi" / "current"
+    real_run = d._run
+
+    def tamper_after_rsync(cmd, what, dry_run, report):
+        out = real_run(cmd, what, dry_run, report)
+        if cmd[0] == "rsync":
+            incoming = tmp_path / "pi" / "current.incoming"
+            model = next(incoming.glob("*_int8.tflite"))
+            model.write_bytes(model.read_bytes()[:-16] + b"\x00" * 16)
+            digest = hashlib.sha256(model.read_bytes()).hexdigest()
+            lines = [f"{digest}  {model.name}" if line.endswith("  " + model.name) else line
+                     for line in (incoming / "SHA256SUMS").read_text().splitlines()]
+            (incoming / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+            subprocess.run(["sha256sum", "--check", "--quiet", "SHA256SUMS"], cwd=incoming, check=True)
+        return out
+    monkeypatch.setattr(d, "_run", tamper_after_rsync)
+    assert main(["deploy", *_args(sshd, dest), "--model-dir", str(model_dir), "--sign", str(signing["key"]),
+                 "--trusted-keys", str(signing["allowed"])]) == 2
+    assert "the signature does not match SHA256SUMS" in capsys.readouterr().err
+    assert not dest.exists()
+
+
+def test_local_trusted_keys_refuse_before_copying(model_dir, tmp_path, signing, capsys):
+    bundle = build_bundle(model_dir, tmp_path / "b.tar.gz")
+    assert main(["deploy", "pi@raspberrypi.local", "--path", str(tmp_path / "x"), "--bundle", str(bundle.path),
+                 "--local-trusted-keys", str(signing["allowed"]), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "is not signed" in err and "rsync" not in err
