@@ -85,8 +85,11 @@ def make_exporters(config: Config, stats: PipelineStats, source_name: str) -> Te
     try:
         if config.prometheus.port:
             from edge.telemetry.prometheus import PrometheusExporter
-            telemetry.add(PrometheusExporter(stats, system, config.prometheus.port, config.prometheus.address),
-                          per_frame=False)
+            p = config.prometheus
+            telemetry.add(PrometheusExporter(stats, system, p.port, p.address, auth_file=p.auth_file,
+                                             insecure_listen=p.insecure_listen, tls_cert=p.tls_cert,
+                                             tls_key=p.tls_key, max_connections=p.max_connections,
+                                             idle_timeout=p.idle_timeout), per_frame=False)
         if config.mqtt.host:
             from edge.telemetry.mqtt import MqttExporter, split_host
             m = config.mqtt
@@ -94,13 +97,17 @@ def make_exporters(config: Config, stats: PipelineStats, source_name: str) -> Te
             telemetry.add(MqttExporter(stats, telemetry.payload, source_name, host=host, port=port, prefix=m.prefix,
                                        qos=m.qos, client_id=m.client_id, username=m.username, password=m.password,
                                        stats_interval=m.stats_interval, send_interval=m.send_interval,
-                                       reconnect_max=m.reconnect_max),
+                                       reconnect_max=m.reconnect_max, password_file=m.password_file,
+                                       tls_ca=m.tls_ca, tls_cert=m.tls_cert, tls_key=m.tls_key,
+                                       max_queued=m.max_queued),
                           per_frame=True)
         if config.web.port:
             from edge.web.server import WebServer
             w = config.web
             telemetry.add(WebServer(stats, telemetry.payload, port=w.port, address=w.address, fps=w.fps,
-                                    quality=w.quality), per_frame=True)
+                                    quality=w.quality, auth_file=w.auth_file, insecure_listen=w.insecure_listen,
+                                    tls_cert=w.tls_cert, tls_key=w.tls_key, max_connections=w.max_connections,
+                                    idle_timeout=w.idle_timeout), per_frame=True)
     except BaseException:
         telemetry.close()
         raise

@@ -124,7 +124,17 @@ class PowerConfig:
 @dataclass(frozen=True)
 class PrometheusConfig:
     port: int = setting(0, "Serve Prometheus /metrics on this port; 0: off.", minimum=0, maximum=65535)
-    address: str = setting("127.0.0.1", "Address /metrics binds to; 0.0.0.0 exposes it to the network.")
+    address: str = setting("127.0.0.1", "Address /metrics binds to; 0.0.0.0 exposes it to the network (needs "
+                                        "auth_file or insecure_listen).")
+    auth_file: str = setting("", "File (mode 0600) holding a bearer token, or user:password for basic "
+                                 "authentication, that every scrape must present; empty: none.")
+    insecure_listen: bool = setting(False, "Allow binding beyond loopback without auth_file.")
+    tls_cert: str = setting("", "PEM certificate (chain) to serve /metrics over HTTPS; with tls_key.")
+    tls_key: str = setting("", "PEM private key of tls_cert (mode 0600).")
+    max_connections: int = setting(8, "Connections served at once; more are answered 503 and closed.",
+                                   minimum=1, maximum=1024)
+    idle_timeout: float = setting(30.0, "Seconds a connection may stay silent (or not read) before it is "
+                                        "closed.", minimum=0.1, maximum=3600)
 
 
 @dataclass(frozen=True)
@@ -135,7 +145,17 @@ class MqttConfig:
                                   "<prefix>/<source>/<label> (Frigate-style).")
     client_id: str = setting("", "MQTT client id; empty: edge-<hostname>-<pid>.")
     username: str = setting("", "MQTT user name; empty: anonymous.")
-    password: str = setting("", "MQTT password (with username).")
+    password: str = setting("", "MQTT password (with username); prefer password_file.")
+    password_file: str = setting("", "File (mode 0600) holding the MQTT password, or user:password when "
+                                     "username is empty; empty: none.")
+    tls_ca: str = setting("", "CA certificate (PEM) to verify the broker with; set, the connection uses TLS "
+                              "(port 8883 usually).")
+    tls_cert: str = setting("", "Client certificate (PEM) for brokers that authenticate clients by "
+                                "certificate; with tls_key.")
+    tls_key: str = setting("", "Private key (PEM, mode 0600) of tls_cert.")
+    max_queued: int = setting(1000, "Messages paho may hold while the broker is away (QoS 1/2, and those "
+                                    "in flight); more are dropped and counted as mqtt_dropped errors.",
+                              minimum=1, maximum=1_000_000)
     qos: int = setting(0, "QoS of published messages (0, 1 or 2).", minimum=0, maximum=2)
     stats_interval: float = setting(10.0, "Seconds between <prefix>/stats messages.", minimum=0.1)
     send_interval: float = setting(0.1, "Seconds between sends of the queued events and counts: they leave "
@@ -150,9 +170,19 @@ class MqttConfig:
 class WebConfig:
     port: int = setting(0, "Serve the live view (annotated MJPEG stream, /stats, latency chart) on this "
                            "port; 0: off.", minimum=0, maximum=65535)
-    address: str = setting("127.0.0.1", "Address the live view binds to; 0.0.0.0 exposes it to the network.")
+    address: str = setting("127.0.0.1", "Address the live view binds to; 0.0.0.0 exposes it to the network "
+                                        "(needs auth_file or insecure_listen).")
     fps: float = setting(10.0, "Most frames per second sent to each viewer.", minimum=0.1, maximum=120)
     quality: int = setting(80, "JPEG quality of the stream.", minimum=10, maximum=100)
+    auth_file: str = setting("", "File (mode 0600) holding a token, or user:password, that viewers must give "
+                                 "(HTTP basic authentication; with a token any user name); empty: none.")
+    insecure_listen: bool = setting(False, "Allow binding beyond loopback without auth_file.")
+    tls_cert: str = setting("", "PEM certificate (chain) to serve the live view over HTTPS; with tls_key.")
+    tls_key: str = setting("", "PEM private key of tls_cert (mode 0600).")
+    max_connections: int = setting(16, "Connections served at once (each stream viewer holds one); more are "
+                                        "answered 503 and closed.", minimum=1, maximum=1024)
+    idle_timeout: float = setting(30.0, "Seconds a connection may stay silent (or a viewer not read) before "
+                                        "it is closed.", minimum=0.1, maximum=3600)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,11 @@ counted as ``mqtt_queue_full`` errors.
 
 The broker may be down at start or go away: paho's network thread reconnects with exponential
 backoff (1 s doubling to ``reconnect_max``). Messages published while disconnected are dropped at
-QoS 0 (counted as ``mqtt_publish`` errors) and queued by paho at QoS 1 and 2.
+QoS 0 (counted as ``mqtt_publish`` errors) and kept by paho at QoS 1 and 2, at most ``max_queued``
+of them (``max_queued_messages_set``); beyond that they are dropped and counted as ``mqtt_dropped``.
+
+Credentials can come from ``password_file`` (mode 0600), and ``tls_ca``/``tls_cert``/``tls_key``
+turn TLS on (the broker's certificate verified against ``tls_ca``, else the system's CAs).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import logging
 import os
 import re
 import socket
+import ssl
 import threading
 import time
 from collections import Counter, deque
@@ -38,6 +43,7 @@ from edge.errors import ConfigError
 from edge.pipeline import FrameResult
 from edge.telemetry.jsonl import event_line
 from edge.telemetry.stats import LogLimiter, PipelineStats
+from edge.web.security import check_private, read_secret
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +65,37 @@ def topic_part(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "_"
 
 
+def _credentials(path: str, username: str) -> tuple[str, str]:
+    """(user, password) from a private file: the password, or ``user:password`` when no user is configured."""
+    line = read_secret(path, "mqtt.password_file")
+    if username:
+        return username, line
+    user, sep, password = line.partition(":")
+    if not sep or not user:
+        raise ConfigError(f"mqtt.password_file {path!r} holds no user name and mqtt.username is empty",
+                          "write user:password in it, or set mqtt.username")
+    return user, password
+
+
+def _set_tls(client: mqtt.Client, ca: str, cert: str, key: str) -> None:
+    if bool(cert) != bool(key):
+        raise ConfigError("MQTT TLS needs both mqtt.tls_cert and mqtt.tls_key", "give both, or neither")
+    if key:
+        check_private(key, "mqtt.tls_key")
+    try:
+        client.tls_set(ca_certs=ca or None, certfile=cert or None, keyfile=key or None,
+                       cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise ConfigError(f"cannot set up MQTT TLS (CA {ca!r}, certificate {cert!r}): "
+                          f"{getattr(exc, 'strerror', None) or exc}", "give PEM files") from None
+
+
 class MqttExporter:
     def __init__(self, stats: PipelineStats, stats_payload: Callable[[], dict], source: str, *, host: str,
                  port: int = 1883, prefix: str = "edge", qos: int = 0, client_id: str = "", username: str = "",
                  password: str = "", stats_interval: float = 10.0, send_interval: float = 0.1,
-                 reconnect_max: float = 60.0, keepalive: int = 60):
+                 reconnect_max: float = 60.0, keepalive: int = 60, password_file: str = "", tls_ca: str = "",
+                 tls_cert: str = "", tls_key: str = "", max_queued: int = 1000):
         self.stats = stats
         self.stats_payload = stats_payload
         self.prefix = prefix.rstrip("/")
@@ -79,8 +111,16 @@ class MqttExporter:
         self._warn = LogLimiter(30.0)
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
                                   client_id=client_id or f"edge-{socket.gethostname()}-{os.getpid()}")
+        if password_file:
+            username, password = _credentials(password_file, username)
         if username:
             self.client.username_pw_set(username, password or None)
+        if tls_ca or tls_cert or tls_key:
+            _set_tls(self.client, tls_ca, tls_cert, tls_key)
+        # paho's own store (QoS 1/2 messages waiting for the broker) is bounded too: beyond it publish
+        # returns MQTT_ERR_QUEUE_SIZE and the message is dropped and counted (mqtt_dropped)
+        self.client.max_queued_messages_set(max_queued)
+        self.max_queued = max_queued
         self.client.will_set(self.topic("available"), "offline", qos=qos, retain=True)
         self.client.reconnect_delay_set(1, max(1, int(reconnect_max)))
         self.client.on_connect = self._on_connect
@@ -120,7 +160,13 @@ class MqttExporter:
 
     def _send(self, topic: str, payload: str, retain: bool = False) -> None:
         info = self.client.publish(topic, payload, qos=self.qos, retain=retain)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+        if info.rc == mqtt.MQTT_ERR_SUCCESS or (info.rc == mqtt.MQTT_ERR_NO_CONN and self.qos):
+            return                   # sent, or (QoS 1/2) kept in paho's bounded store until the broker is back
+        if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+            self.stats.error("mqtt_dropped")
+            self._warn.warning(log, "MQTT: %d messages already wait for the broker (mqtt.max_queued); "
+                               "dropping new ones", self.max_queued)
+        else:
             self.stats.error("mqtt_publish")
 
     def _enqueue(self, topic: str, payload: str, retain: bool = False) -> None:

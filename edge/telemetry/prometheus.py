@@ -22,9 +22,10 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, Hist
                                     InfoMetricFamily, Metric)
 
 from edge.errors import ConfigError
-from edge.telemetry.stats import COUNTER_HELP, PipelineStats
+from edge.telemetry.stats import COUNTER_HELP, LogLimiter, PipelineStats
 from edge.telemetry.system import SOURCES, SystemMonitor
 from edge.telemetry.vcgencmd import THROTTLE_FLAGS
+from edge.web.security import BoundedServerMixin, Credentials, check_exposure, server_tls
 
 log = logging.getLogger(__name__)
 
@@ -159,25 +160,65 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
+class _Server(BoundedServerMixin, ThreadingWSGIServer):
+    pass
+
+
+def _authenticated(app, credentials: Credentials, stats: PipelineStats, warn: LogLimiter):
+    """``app`` behind HTTP authentication (Prometheus sends ``basic_auth`` or ``authorization`` as set
+    in its scrape config)."""
+    def guarded(environ, start_response):
+        if credentials.accepts(environ.get("HTTP_AUTHORIZATION")):
+            return app(environ, start_response)
+        stats.error("prometheus_auth")
+        warn.warning(log, "/metrics: request from %s without valid credentials", environ.get("REMOTE_ADDR"))
+        start_response("401 Unauthorized", [("WWW-Authenticate", 'Basic realm="edge"'),
+                                            ("Content-Type", "text/plain")])
+        return [b"unauthorized\n"]
+    return guarded
+
+
 class PrometheusExporter:
-    """Serves /metrics from its own registry on ``address:port`` in a daemon thread."""
+    """Serves /metrics from its own registry on ``address:port`` in a daemon thread: at most
+    ``max_connections`` at once (each a thread; more get 503), each closed after ``idle_timeout`` s of
+    silence; credentials from ``auth_file`` and TLS from ``tls_cert``/``tls_key`` when given; beyond
+    loopback only with credentials or ``insecure_listen``."""
 
     def __init__(self, stats: PipelineStats, system: SystemMonitor | None, port: int,
-                 address: str = "127.0.0.1"):
+                 address: str = "127.0.0.1", *, auth_file: str = "", insecure_listen: bool = False,
+                 tls_cert: str = "", tls_key: str = "", max_connections: int = 8, idle_timeout: float = 30.0):
+        tls = server_tls(tls_cert, tls_key, "Prometheus /metrics")
+        check_exposure("Prometheus /metrics", address, auth_file, insecure_listen, tls is not None)
+        credentials = Credentials.from_file(auth_file, "prometheus.auth_file") if auth_file else None
+        self.stats = stats
+        self._warn = LogLimiter(30.0)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(EdgeCollector(stats, system))
+        app = make_wsgi_app(self.registry)
+        if credentials is not None:
+            app = _authenticated(app, credentials, stats, self._warn)
+        handler = type("Handler", (_QuietHandler,), {"timeout": idle_timeout})
         try:
-            self._server = make_server(address, port, make_wsgi_app(self.registry), ThreadingWSGIServer,
-                                       handler_class=_QuietHandler)
+            self._server = make_server(address, port, app, _Server, handler_class=handler)
         except OSError as exc:
             raise ConfigError(f"cannot serve Prometheus metrics on {address}:{port}: {exc.strerror}",
                               "choose a free port with --prometheus PORT") from None
+        self._server.max_connections = max_connections
+        self._server.tls = tls
+        self._server.handshake_timeout = idle_timeout
+        self._server.on_refused = self._refused
         self.port = self._server.server_port
         # A short poll so that close() (exit, SIGHUP reload) returns at once, not after up to 0.5 s.
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="prometheus", daemon=True)
         self._thread.start()
-        log.info("Prometheus metrics on http://%s:%d/metrics", address, self.port)
+        log.info("Prometheus metrics on %s://%s:%d/metrics%s", "https" if tls else "http", address, self.port,
+                 " (authentication required)" if credentials else "")
+
+    def _refused(self) -> None:
+        self.stats.error("prometheus_refused")
+        self._warn.warning(log, "/metrics: connection refused: %d connections already open",
+                           self._server.max_connections)
 
     def close(self) -> None:
         if self._server is not None:

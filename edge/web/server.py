@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import threading
 import time
 from http import HTTPStatus
@@ -30,6 +31,7 @@ from edge.pipeline import FrameResult
 from edge.telemetry.stats import LogLimiter, PipelineStats
 from edge.vision.decode.base import Detection
 from edge.web.page import PAGE
+from edge.web.security import BoundedServerMixin, Credentials, check_exposure, server_tls
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +72,22 @@ def annotate(result: FrameResult) -> np.ndarray:
     return image
 
 
+class _Server(BoundedServerMixin, ThreadingHTTPServer):
+    daemon_threads = True
+
+
 class WebServer:
+    """The live view's server: at most ``max_connections`` connections (threads) at once, each closed
+    after ``idle_timeout`` seconds without progress; credentials from ``auth_file`` and TLS from
+    ``tls_cert``/``tls_key`` when given; beyond loopback only with credentials or ``insecure_listen``."""
+
     def __init__(self, stats: PipelineStats, payload: Callable[[], dict], *, port: int,
-                 address: str = "127.0.0.1", fps: float = 10.0, quality: int = 80):
+                 address: str = "127.0.0.1", fps: float = 10.0, quality: int = 80, auth_file: str = "",
+                 insecure_listen: bool = False, tls_cert: str = "", tls_key: str = "",
+                 max_connections: int = 16, idle_timeout: float = 30.0):
+        tls = server_tls(tls_cert, tls_key, "the live view")
+        check_exposure("the live view", address, auth_file, insecure_listen, tls is not None)
+        self.credentials = Credentials.from_file(auth_file, "web.auth_file") if auth_file else None
         self.stats = stats
         self.payload = payload
         self.period = 1.0 / fps
@@ -84,18 +99,27 @@ class WebServer:
         self._encoding = threading.Lock()     # viewers woken by the same frame: one encodes, the others reuse
         self._stop = threading.Event()
         self.warn = LogLimiter(30.0)
-        handler = type("Handler", (_Handler,), {"view": self})
+        handler = type("Handler", (_Handler,), {"view": self, "timeout": idle_timeout})
         try:
-            self._server = ThreadingHTTPServer((address, port), handler)
+            self._server = _Server((address, port), handler)
         except OSError as exc:
             raise ConfigError(f"cannot serve the live view on {address}:{port}: {exc.strerror}",
                               "choose a free port with --web PORT") from None
-        self._server.daemon_threads = True
+        self._server.max_connections = max_connections
+        self._server.tls = tls
+        self._server.handshake_timeout = idle_timeout
+        self._server.on_refused = self._refused
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="web", daemon=True)   # close() returns at once
         self._thread.start()
-        log.info("live view on http://%s:%d/", address, self.port)
+        log.info("live view on %s://%s:%d/%s", "https" if tls else "http", address, self.port,
+                 " (authentication required)" if self.credentials else "")
+
+    def _refused(self) -> None:
+        self.stats.error("web_refused")
+        self.warn.warning(log, "web: connection refused: %d connections already open",
+                          self._server.max_connections)
 
     def publish(self, result: FrameResult) -> None:
         with self._cond:
@@ -156,7 +180,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         try:
             self._get()
-        except (BrokenPipeError, ConnectionResetError, TimeoutError) as exc:
+        except (BrokenPipeError, ConnectionResetError, TimeoutError, ssl.SSLError) as exc:
             log.debug("web %s went away: %s", self.client_address[0], exc)
             self.close_connection = True
         except Exception as exc:     # a viewer's request fails alone: counted, logged, 500; never the pipeline
@@ -170,6 +194,17 @@ class _Handler(BaseHTTPRequestHandler):
                 log.debug("web: cannot send the error: %s", send_exc)
 
     def _get(self) -> None:
+        credentials = self.view.credentials
+        if credentials is not None and not credentials.accepts(self.headers.get("Authorization")):
+            self.view.stats.error("web_auth")
+            self.view.warn.warning(log, "web: request from %s without valid credentials", self.client_address[0])
+            self.send_response(HTTPStatus.UNAUTHORIZED)
+            self.send_header("WWW-Authenticate", 'Basic realm="edge", charset="UTF-8"')
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", "13")
+            self.end_headers()
+            self.wfile.write(b"unauthorized\n")
+            return
         path = self.path.split("?", 1)[0]
         if path in ("/", "/index.html"):
             self._send(PAGE_BYTES, "text/html; charset=utf-8")
@@ -204,5 +239,5 @@ class _Handler(BaseHTTPRequestHandler):
                                  "\r\n\r\n".encode("ascii") + jpeg + b"\r\n")
                 self.wfile.flush()
                 time.sleep(self.view.period)     # at most ``fps`` frames per second per viewer
-        except (BrokenPipeError, ConnectionResetError):
-            log.debug("a viewer of the stream went away")
+        except (BrokenPipeError, ConnectionResetError, TimeoutError, ssl.SSLError) as exc:
+            log.debug("a viewer of the stream went away or stopped reading: %s", exc)
