@@ -180,9 +180,14 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(add_help=False)
+    top.add_argument("--verbose", "-v", action="count", default=0, help="more logging (-vv: debug)")
+    # The subcommands take -v too, counted apart: argparse fills a subcommand's namespace from its own
+    # defaults, which reset the count made before the subcommand (`edge -v run` gave 0). main() adds both.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--verbose", "-v", action="count", default=0, help="more logging (-vv: debug)")
-    parser = argparse.ArgumentParser(prog="edge", parents=[common],
+    common.add_argument("--verbose", "-v", action="count", default=0, dest="verbose_sub",
+                        help="more logging (-vv: debug)")
+    parser = argparse.ArgumentParser(prog="edge", parents=[top],
                                      description="Edge TPU / CPU object detection on the device. "
                                                  "`edge` alone is `edge run`.")
     parser.add_argument("--version", action="version", version=f"edge {__version__}")
@@ -199,8 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", parents=[common], help="check this machine's set-up (runtime, Edge TPU, "
                                                              "udev, groups, camera, power); exit 1 if blocked")
     doctor.add_argument("--root", default="/", help="filesystem root to inspect (e.g. a mounted SD card)")
-    doctor.add_argument("--user", help="whose group membership to check (default: edge-detect if it "
-                                       "exists, else the current user)")
+    doctor.add_argument("--user", help="whose groups and file access to check: that it can read the "
+                                       "configuration and model files and run the unit's command (default: "
+                                       "the unit's User=, edge-detect)")
     doctor.set_defaults(func=cmd_doctor)
     from edge.bench.cli import add_bench_flags, cmd_bench
     bench = sub.add_parser("bench", parents=[common], help="benchmark: raw invoke statistics per backend, the "
@@ -227,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     if not any(a in commands or a in ("-h", "--help", "--version") for a in argv):
         argv.insert(0, "run")  # `edge` alone runs detection on the embedded default
     args = parser.parse_args(argv)
+    args.verbose += getattr(args, "verbose_sub", 0)
     _setup_logging(args.verbose)
     func: Callable[[argparse.Namespace], int] = args.func
     return guarded("edge", func, args, args.verbose)

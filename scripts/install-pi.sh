@@ -214,8 +214,10 @@ else
     else
         act systemctl enable edge-detect.service
     fi
-    if ((START)); then
-        act systemctl restart edge-detect.service
+    if ((START)) && ! act systemctl restart edge-detect.service; then
+        echo "install-pi.sh: edge-detect.service did not start; \`journalctl -u edge-detect -n 20\` says why" \
+             "and \`$VENV/bin/edge doctor\` checks the set-up" >&2
+        exit 1
     fi
 fi
 

@@ -25,6 +25,7 @@ from edge.capture.base import Source
 from edge.capture.reconnect import Backoff, ReconnectingSource
 from edge.config import Config
 from edge.errors import EdgeError
+from edge.service.journal import use_journal_priorities
 from edge.service.notify import Notifier, watchdog_period
 from edge.service.watchdog import FrameWatchdog, StatusReporter, status_line
 from edge.telemetry.stats import PipelineStats
@@ -164,6 +165,8 @@ class Daemon:
 
     def run(self) -> int:
         """Run until a stop signal (exit 0), the source's end (0) or a pipeline error (1)."""
+        if use_journal_priorities():
+            log.debug("logging to the journal with syslog priorities")
         previous = {s: signal.signal(s, self._on_signal) for s in (*STOP_SIGNALS, signal.SIGHUP)}
         try:
             config = self.load_config()

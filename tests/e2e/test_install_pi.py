@@ -182,3 +182,19 @@ def test_without_a_running_udevd_the_rules_are_installed_and_not_reloaded(tmp_pa
     actions = "\n".join(_actions(done))
     if "60-edge-detect.rules" in actions:     # rules not installed on this machine yet
         assert "udevd is not running" in done.stderr and "udevadm control" not in actions
+
+
+def test_pyproject_build_requirements_can_build_it_and_python_is_the_one_tomllib_needs():
+    """install-pi.sh builds the checkout with pip, in an isolated build environment that takes
+    pyproject's [build-system] requirement at its word: a `license = "MIT"` string (PEP 639) needs
+    setuptools >= 77, and edge reads its configuration with tomllib (Python >= 3.11)."""
+    import re
+    import tomllib
+
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    (setuptools,) = [r for r in meta["build-system"]["requires"] if r.startswith("setuptools")]
+    minimum = tuple(int(x) for x in re.search(r">=\s*([\d.]+)", setuptools).group(1).split("."))
+    if isinstance(meta["project"]["license"], str):
+        assert minimum >= (77,), setuptools
+    assert meta["project"]["requires-python"] == ">=3.11"
+    assert "import tomllib" in (ROOT / "edge/config.py").read_text()

@@ -90,14 +90,23 @@ def test_numpy_2_with_tflite_runtime_is_the_known_crash():
 
 
 def test_libedgetpu_built_for_another_tf_than_the_runtime(data_dir):
-    env = _env(data_dir, "pi4-usb3-ok", dists={"numpy": "1.26.4", "tflite-runtime": "2.14.0"})
+    """Compared with the runtime edge run uses (not whichever TF distribution is installed)."""
+    env = _env(data_dir, "pi4-usb3-ok", dists={"numpy": "1.26.4", "tflite-runtime": "2.14.0", "ai-edge-litert": "2.3.0"},
+               runtime=lambda: ("tflite-runtime", "2.14.0"))
     finding = _by_check(run_checks(env))["libedgetpu"][0]
-    assert finding.status == "warn" and "TF 2.17" in finding.detail and "2.14.0" in finding.detail
+    assert finding.status == "warn" and "TF 2.17" in finding.detail and "tflite-runtime 2.14.0" in finding.detail
+    same = _by_check(run_checks(_env(data_dir, "pi4-usb3-ok", runtime=lambda: ("tflite-runtime", "2.17.1"))))
+    assert same["libedgetpu"][0].status == "ok" and "as tflite-runtime 2.17.1 that edge run uses" in same["libedgetpu"][0].detail
+    litert = _by_check(run_checks(_env(data_dir, "pi4-usb3-ok", dists={"numpy": "2.2.6", "tflite-runtime": "2.14.0",
+                                                                       "ai-edge-litert": "2.3.0"},
+                                       runtime=lambda: ("ai-edge-litert", "2.3.0"))))["libedgetpu"][0]
+    assert litert.status == "info" and "ai-edge-litert 2.3.0" in litert.detail and "tflite-runtime" in litert.remedy
 
 
 def test_python_and_runtime_checks():
-    assert check_python(Env(python=(3, 9)))[0].status == "warn"
-    assert check_python(Env(python=(3, 8)))[0].status == "fail"
+    assert check_python(Env(python=(3, 11)))[0].status == "ok"
+    too_old = check_python(Env(python=(3, 10)))[0]       # tomllib is 3.11+
+    assert too_old.status == "fail" and "tomllib" in too_old.detail
 
     def none():
         raise RuntimeChainError("no TFLite runtime could be loaded (ai-edge-litert: not installed)", "pip install x")
@@ -135,3 +144,113 @@ def test_edge_doctor_cli_on_a_recorded_root(data_dir):
 def test_edge_doctor_refuses_a_missing_root(tmp_path):
     done = run_edge("doctor", "--root", str(tmp_path / "nope"))
     assert done.returncode == 2 and "nope" in done.stderr and "not a directory" in done.stderr
+
+
+# the service user's access, XNNPACK, the Pi 5 PCIe set-up, numpy shadowing ---------------------
+
+def _copy(data_dir, machine, tmp_path):
+    import shutil
+    root = tmp_path / machine
+    shutil.copytree(data_dir / "doctor" / machine, root, symlinks=True)
+    return root
+
+
+def test_a_config_the_service_user_cannot_read_blocks_running(data_dir, tmp_path):
+    """As installed before: /etc/edge-detect/edge.toml 0640 and not in the service's group. Root
+    (who runs doctor) can read it; the service cannot, and that is what counts."""
+    root = _copy(data_dir, "pi4-usb3-ok", tmp_path)
+    config = root / "etc/edge-detect/edge.toml"
+    config.chmod(0o640)        # owned by whoever runs the tests, group not edge-detect's 993
+    by = _by_check(run_checks(_env(data_dir, "pi4-usb3-ok", root=root)))
+    denied = [f for f in by["config"] if f.status == "fail"]
+    assert denied and "runs as edge-detect, which cannot read /etc/edge-detect/edge.toml" in denied[0].detail
+    assert "chown root:edge-detect" in denied[0].remedy
+    config.chmod(0o644)
+    ok = _by_check(run_checks(_env(data_dir, "pi4-usb3-ok", root=root)))["config"]
+    assert [f.status for f in ok] == ["ok"] and "edge-detect can read it" in ok[0].detail
+
+
+def test_doctor_user_checks_that_users_access_to_the_model_files(data_dir, tmp_path):
+    root = _copy(data_dir, "pi4-usb3-ok", tmp_path)
+    models = root / "opt/edge-detect/models/current"
+    models.mkdir(parents=True)
+    (models / "person_int8.tflite").write_bytes(b"")
+    (models / "person_int8.tflite").chmod(0o600)
+    config = root / "etc/edge-detect/edge.toml"
+    config.write_text(config.read_text().replace('path = ""', 'path = "/opt/edge-detect/models/current/person_int8.tflite"'))
+    found = run_checks(_env(data_dir, "pi4-usb3-ok", root=root, user="pi"))
+    model = _by_check(found)["model files"]
+    assert model[0].status == "fail" and "pi cannot read /opt/edge-detect/models/current/person_int8.tflite" in model[0].detail
+    (models / "person_int8.tflite").chmod(0o644)
+    models.chmod(0o700)                         # a directory on the way that pi cannot enter
+    model = _by_check(run_checks(_env(data_dir, "pi4-usb3-ok", root=root, user="pi")))["model files"]
+    assert model[0].status == "fail" and "cannot be entered by pi" in model[0].detail
+    models.chmod(0o755)
+    model = _by_check(run_checks(_env(data_dir, "pi4-usb3-ok", root=root, user="pi")))["model files"]
+    assert [f.status for f in model] == ["ok"]
+
+
+def test_edge_doctor_user_flag_on_the_cli(data_dir, tmp_path):
+    root = _copy(data_dir, "pi4-usb3-ok", tmp_path)
+    (root / "etc/edge-detect/edge.toml").chmod(0o600)
+    done = run_edge("doctor", "--root", str(root), "--user", "edge-detect")
+    assert done.returncode == 1 and "edge-detect, which cannot read /etc/edge-detect/edge.toml" in done.stdout, done.stdout
+
+
+def test_a_unit_with_proc_subset_pid_is_caught(data_dir):
+    """The unit as first shipped (recorded in pi4-usb2-norules) hid /proc/cpuinfo from XNNPACK."""
+    found = _by_check(run_checks(_env(data_dir, "pi4-usb2-norules", user="pi")))["xnnpack"]
+    assert found[0].status == "fail" and "ProcSubset=pid" in found[0].detail
+    assert "not measured" in found[1].detail
+
+
+def test_xnnpack_measured_on_this_machine():
+    from edge.runtime.xnnpack import XnnpackShare
+    real = _by_check(run_checks(Env(dists={"numpy": "2.2.6"}, runtime=lambda: ("ai-edge-litert", "2"),
+                                    throttled=lambda: "throttled=0x0")))["xnnpack"]
+    assert [f.status for f in real] == ["ok"] and "XNNPACK applied to ssdlite_mobilenet_v2_person_int8.tflite" in real[0].detail
+    off = _by_check(run_checks(Env(dists={"numpy": "2.2.6"}, runtime=lambda: ("ai-edge-litert", "2"),
+                                   throttled=lambda: "throttled=0x0",
+                                   xnnpack=lambda: ("m.tflite", XnnpackShare(0, 0, 118)))))["xnnpack"]
+    assert off[-1].status == "fail" and "XNNPACK was not applied to m.tflite" in off[-1].detail
+
+
+def test_pi5_page_size_and_pcie_overlays_read_under_root(data_dir, tmp_path):
+    """With --root the page size is what the card's config.txt boots, not this machine's."""
+    root = _copy(data_dir, "pi5-pcie-4k", tmp_path)
+    by = _by_check(run_checks(_env(data_dir, "pi5-pcie-4k", root=root, page_size=None, user="pi")))
+    assert _status(run_checks(_env(data_dir, "pi5-pcie-4k", root=root, page_size=None)), "page size") == ["ok"]
+    assert "4K pages (/boot/firmware/config.txt)" in by["page size"][0].detail
+    assert [f.status for f in by["pcie"]] == ["ok"]
+    txt = root / "boot/firmware/config.txt"
+    txt.write_text(txt.read_text().replace("kernel=kernel8.img", "#kernel=kernel8.img")
+                   .replace("dtoverlay=pineboards-hat-ai", "dtoverlay=pcie-32bit-dma") + "[pi4]\nkernel=kernel8.img\n")
+    by = _by_check(run_checks(_env(data_dir, "pi5-pcie-4k", root=root, page_size=None)))
+    assert by["page size"][0].status == "fail" and "16K-page kernel (/boot/firmware/config.txt)" in by["page size"][0].detail
+    pcie = {f.status: f for f in by["pcie"]}
+    assert "dtoverlay=pineboards-hat-ai" in pcie["warn"].detail and "MSI" in pcie["warn"].detail
+    assert "pcie-32bit-dma" in pcie["info"].detail and "I2S" in pcie["info"].detail
+    txt.unlink()
+    none = _by_check(run_checks(_env(data_dir, "pi5-pcie-4k", root=root, page_size=None)))["page size"][0]
+    assert none.status == "info" and "no config.txt" in none.detail
+
+
+def test_edge_doctor_cli_reads_the_page_size_under_root(data_dir):
+    """The CLI on a recorded Pi 5 card with the 4K kernel: no page-size failure from this machine."""
+    done = run_edge("doctor", "--root", str(data_dir / "doctor" / "pi5-pcie-4k"))
+    assert "[ OK ] page size: 4K pages (/boot/firmware/config.txt)" in done.stdout, done.stdout
+
+
+def test_numpy_from_the_venv_shadowing_apts_that_picamera2_needs(tmp_path):
+    status = tmp_path / "var/lib/dpkg/status"
+    status.parent.mkdir(parents=True)
+    status.write_text("Package: python3-numpy\nStatus: install ok installed\nVersion: 1:1.24.2-1+deb12u1\n\n"
+                      "Package: python3-picamera2\nStatus: install ok installed\nVersion: 0.3.25-1\n\n"
+                      "Package: python3-simplejpeg\nStatus: install ok installed\nVersion: 1.6.6-1\n")
+    shadowed = check_numpy_abi(Env(root=tmp_path, dists={"numpy": "2.2.6", "ai-edge-litert": "2.3.0"}))[0]
+    assert shadowed.status == "fail" and "shadows apt's numpy 1.24.2" in shadowed.detail
+    assert "python3-picamera2" in shadowed.detail and "numpy<2" in shadowed.remedy
+    assert check_numpy_abi(Env(root=tmp_path, dists={"numpy": "1.26.4"}))[0].status == "ok"   # the pinned venv
+    status.write_text(status.read_text().replace("Package: python3-picamera2", "Package: python3-unrelated")
+                      .replace("Package: python3-simplejpeg", "Package: python3-other"))
+    assert check_numpy_abi(Env(root=tmp_path, dists={"numpy": "2.2.6"}))[0].status == "ok"    # nothing needs apt's

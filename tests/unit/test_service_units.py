@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import socket
+import sys
 import threading
 import time
 
@@ -266,3 +267,60 @@ def test_service_wiring_when_the_delegate_fails_at_start(int8_model, model_dir, 
     backend.invoke()                           # retries the Edge TPU (fails: no libedgetpu), runs on the CPU
     assert "Edge TPU still unusable" in caplog.text
     assert len(backend.outputs()) == 4 and "fallback" in backend.name
+
+
+# journald priorities, and -v before the subcommand ---------------------------------------------
+
+def test_journal_lines_carry_their_syslog_priority():
+    """Under systemd each line starts <N> (sd-daemon(3)), so `journalctl -p warning` filters."""
+    import logging
+
+    from edge.service.journal import JournalFormatter
+
+    fmt = JournalFormatter()
+
+    def line(level, msg):
+        return fmt.format(logging.LogRecord("edge.x", level, __file__, 1, msg, None, None))
+
+    assert line(logging.ERROR, "reload refused") == "<3>ERROR edge.x: reload refused"
+    assert line(logging.WARNING, "w").startswith("<4>") and line(logging.INFO, "i").startswith("<6>")
+    assert line(logging.DEBUG, "d").startswith("<7>") and line(logging.CRITICAL, "c").startswith("<2>")
+    assert line(logging.ERROR, "two\nlines") == "<3>ERROR edge.x: two\n<3>lines"   # a traceback stays an error
+
+
+def test_journal_format_only_when_stderr_is_the_journal_stream(tmp_path):
+    """$JOURNAL_STREAM names the stream's device:inode; another stderr (a terminal, a pipe, a file
+    the unit redirects to) keeps the plain format."""
+    import logging
+
+    from edge.service.journal import JournalFormatter, stream_is_journal, use_journal_priorities
+
+    with open(tmp_path / "err", "w") as stream:
+        st = os.fstat(stream.fileno())
+        assert stream_is_journal(stream, {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
+        assert not stream_is_journal(stream, {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino + 1}"})
+        assert not stream_is_journal(stream, {})
+    logger = logging.getLogger("edge.test.journal")
+    handler = logging.StreamHandler(sys.stderr)
+    logger.addHandler(handler)
+    try:
+        st = os.fstat(sys.stderr.fileno())
+        assert use_journal_priorities(logger, {"JOURNAL_STREAM": "1:2"}) == 0
+        assert use_journal_priorities(logger, {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}) == 1
+        assert isinstance(handler.formatter, JournalFormatter)
+    finally:
+        logger.removeHandler(handler)
+
+
+@pytest.mark.parametrize("argv, verbosity", [(["-v", "run"], 1), (["run", "-v"], 1), (["-v", "run", "-v"], 2),
+                                             (["-vv", "doctor"], 2), (["run"], 0), (["-v"], 1)])
+def test_verbose_counts_before_and_after_the_subcommand(argv, verbosity, monkeypatch):
+    """`edge -v run` gave verbosity 0: the subcommand's default reset the count."""
+    from edge import cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "_setup_logging", lambda v: seen.setdefault("v", v))
+    monkeypatch.setattr(cli, "cmd_run", lambda args: 0)
+    monkeypatch.setattr(cli, "cmd_doctor", lambda args: 0)
+    cli.main(argv)
+    assert seen["v"] == verbosity
