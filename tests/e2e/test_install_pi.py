@@ -198,3 +198,27 @@ def test_pyproject_build_requirements_can_build_it_and_python_is_the_one_tomllib
         assert minimum >= (77,), setuptools
     assert meta["project"]["requires-python"] == ">=3.11"
     assert "import tomllib" in (ROOT / "edge/config.py").read_text()
+
+
+BENCH_FROM_A_CHECKOUT = """
+import runpy, sys
+# as in a checkout that was never installed: no editable-install finder maps edge.models to models/
+sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, "__module__", "").startswith("__editable__")]
+sys.argv = [sys.argv[1], "--help"]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_scripts_benchmark_runs_from_a_checkout_that_is_not_installed(tmp_path):
+    """It failed with "No module named 'edge.models'": models/ is edge.models only once installed."""
+    import sys
+    done = subprocess.run([sys.executable, "-c", BENCH_FROM_A_CHECKOUT, str(ROOT / "scripts/benchmark.py")],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "usage: edge bench" in done.stdout
+    probe = ("import runpy, sys\n" + BENCH_FROM_A_CHECKOUT.split("sys.argv")[0] +
+             f"sys.argv = ['{ROOT}/scripts/benchmark.py']\n"
+             f"g = runpy.run_path('{ROOT}/scripts/benchmark.py', run_name='probe')\n"
+             "from edge.resources import default_model_dir\nprint(default_model_dir())\n")
+    where = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert where.returncode == 0 and where.stdout.strip() == str(ROOT / "models/ssdlite_mobilenet_v2_person"), where.stderr
