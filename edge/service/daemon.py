@@ -16,6 +16,7 @@ The pipeline runs in a worker thread; the main thread handles signals and status
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -46,6 +47,17 @@ def precheck(config: Config) -> None:
 
     check(config)
     make_source(config.source)
+
+
+def note_appending(path: str) -> bool:
+    """Log that events go after what ``path`` already holds (the sink appends, never truncates)."""
+    try:
+        size = os.path.getsize(path) if path else 0
+    except OSError:
+        return False        # not there yet: it is created
+    if size:
+        log.info("appending detection events to %s, which already holds %d bytes", path, size)
+    return size > 0
 
 
 class Daemon:
@@ -104,6 +116,7 @@ class Daemon:
 
         self.notifier.extend_timeout(config.service.load_timeout)
         self.notifier.status(f"loading {config.model.path or 'the default model'}")
+        note_appending(config.output.jsonl)
         assembly = assemble(config, stats=self.stats, wrap_source=wrap)
         pipeline = assembly.pipeline
         pipeline.backend = wrap_for_failover(assembly.loaded, config, self.stats)

@@ -324,3 +324,16 @@ def test_verbose_counts_before_and_after_the_subcommand(argv, verbosity, monkeyp
     monkeypatch.setattr(cli, "cmd_doctor", lambda args: 0)
     cli.main(argv)
     assert seen["v"] == verbosity
+
+
+def test_appending_to_an_existing_jsonl_is_logged(tmp_path, caplog):
+    import logging
+
+    from edge.service.daemon import note_appending
+
+    events = tmp_path / "detections.jsonl"
+    with caplog.at_level(logging.INFO, logger="edge.service.daemon"):
+        assert not note_appending(str(events)) and not note_appending("")
+        events.write_text('{"frame": 1}\n')
+        assert note_appending(str(events))
+    assert [r.message for r in caplog.records] == [f"appending detection events to {events}, which already holds 13 bytes"]
