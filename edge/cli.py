@@ -159,6 +159,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"  input convention: {models.convention.describe()}")
     print(f"  labels: {models.labels.describe()}")
     print(f"  output layout: {describe_layout(info, manifest, cfg.layout)}")
+    cpu_model = models.path_for("cpu")
+    if cpu_model is not None:
+        from edge.runtime.interpreter import load_runtime
+        from edge.runtime.xnnpack import measure
+
+        share = measure(cpu_model, load_runtime(cfg.runtime), threads=1)
+        print(f"  XNNPACK on the CPU ({cpu_model.name}): {share.describe()}")
     return 0
 
 

@@ -79,6 +79,7 @@ def test_edge_info_on_the_compiled_twin(name, tmp_path):
     assert "input convention: tflite-metadata" in out and "real = (pixel - 128) / 128, RGB, stretch" in out
     assert "labels: tflite-metadata (imagenet_labels.txt)" in out
     assert "output layout: classification (identified from the model)" in out
+    assert f"XNNPACK on the CPU ({name}.tflite): " in out and "nodes delegated" in out
 
 
 def test_compiled_twin_without_a_tpu_runs_its_cpu_twin(coral, tmp_path):
