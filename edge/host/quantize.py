@@ -382,7 +382,10 @@ def _aeq_convert(path: Path, mode: str, options: QuantizeOptions, calibration: l
             names = output_heads(info)
             log.info("%s: keeping the output heads float (the %d ops making %s)", path.name, len(names),
                      ", ".join(t.name for t in info.outputs))
-            scopes = "|".join(re.escape(n) for n in names)
+            if not all(names):
+                log.warning("%s: %d head ops have no output tensor name; ai-edge-quantizer cannot select them, "
+                            "they are quantized", path.name, names.count(""))
+            scopes = "|".join(re.escape(n) for n in names if n)
             qt.update_quantization_recipe(f"^(?:{scopes});$", op,
                                           algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
             qt.update_quantization_recipe(".*", qtyping.TFLOperationName.OUTPUT,
