@@ -759,9 +759,14 @@ def why_slower(result: ModeResult, base: ModeResult) -> str | None:
         return ", ".join(f"{n} {op}" for op, n in counts.most_common())
 
     if share.partitions > float_share.partitions or share.fraction < float_share.fraction:
-        return (f"{head}: XNNPACK splits it into {share.partitions} partitions and leaves "
-                f"{share.total_nodes - share.delegated_nodes} of {share.total_nodes} nodes to TFLite's reference "
-                f"kernels ({listed(share.cpu_ops)}), against {float_share.partitions} partition(s) for float32.")
+        def parts(n: int) -> str:
+            return f"{n} partition{'s' if n != 1 else ''}"
+        split = (f"XNNPACK splits it into {parts(share.partitions)}" if share.partitions > float_share.partitions
+                 else f"XNNPACK takes it as {parts(share.partitions)}")
+        return (f"{head}: {split} and leaves {share.total_nodes - share.delegated_nodes} of {share.total_nodes} "
+                f"nodes to TFLite's reference kernels ({listed(share.cpu_ops)}), against "
+                f"{parts(float_share.partitions)} and {float_share.delegated_nodes}/{float_share.total_nodes} "
+                "nodes for float32.")
     info = read_model(result.path)
     kept = float_ops_inside(info) if result.mode in ("int8", "int16x8") else Counter()
     if kept:
