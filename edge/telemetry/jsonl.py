@@ -1,7 +1,8 @@
 """JSONL detection events: one line per frame that has detections.
 
-Each line is written whole and flushed, so every line in the file is valid JSON even if the
-process is killed mid-run. With ``max_bytes`` the file rotates by size (``file`` → ``file.1`` →
+Each line is written whole (one ``write`` on an ``O_APPEND`` descriptor; a short or failed write is cut
+back to the last complete line), so every line in the file is valid JSON even if the process is
+killed mid-run or the disk fills; a line that cannot be written is dropped and counted, never raised. With ``max_bytes`` the file rotates by size (``file`` → ``file.1`` →
 … ``file.N``, the oldest dropped) before a line would make it larger; with ``stats_interval`` a
 stats line (``{"type": "stats", …}``, see :mod:`edge.telemetry.report`) is written that often and
 once at the end.
@@ -228,6 +229,8 @@ class JsonlSink:
             self._write_stats()
         self._closed = True
         self._close_fd()
+        if self.dropped:
+            log.warning("%s: %d event(s) could not be written and were dropped", self.path, self.dropped)
 
 
 def last_line_end(path: Path, size: int, chunk: int = 65536) -> int:
