@@ -21,7 +21,8 @@ from edge.errors import ModelError
 log = logging.getLogger(__name__)
 
 # An id, then a colon or comma (spaces optional) or spaces, then the label: as pycoral reads "0:person".
-UNUSED = frozenset({"???", "n/a"})     # placeholders of unused ids in COCO's 90-id numbering
+UNUSED = frozenset({"???", "n/a"})
+MAX_ID = 100_000                        # no model has more classes (ImageNet-21k: 21,843)     # placeholders of unused ids in COCO's 90-id numbering
 _PAIR = re.compile(r"^\s*(\d+)(?:\s*[:,]\s*|\s+)(.+?)\s*$")
 
 
@@ -32,7 +33,13 @@ def parse_labels(text: str, *, source: str = "labels") -> dict[int, str]:
         raise ModelError(f"labels file {source!r} is empty", "one label per line, or 'id label' pairs")
     pairs = [_PAIR.match(line) for line in content]
     if all(pairs):
-        return {int(match.group(1)): match.group(2) for match in pairs}
+        labels = {int(match.group(1)): match.group(2) for match in pairs}
+        biggest = max(labels)
+        if biggest > MAX_ID:
+            # The class count follows the largest id: an absurd one would size arrays by it.
+            raise ModelError(f"labels file {source!r}: id {bounded.show(biggest, 30)} is above {MAX_ID}",
+                             "ids are class indices of the model")
+        return labels
     if lines[0].strip() == "???":
         log.info("labels %s: the first line '???' is the background placeholder of TF Lite's labelmap.txt; "
                  "class 0 is the next line", source)

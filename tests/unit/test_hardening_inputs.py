@@ -348,3 +348,11 @@ def test_edge_host_guard(monkeypatch, capsys):
     code = host_main(["bundle", "/nonexistent", "-o", "/tmp/x.tar.gz"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("edge-host: error: ") and len(err) == 1, err
+
+
+def test_absurd_label_ids_are_refused(tmp_path):
+    """The class count follows the largest id: 10^23 would size the decoder's arrays."""
+    path = tmp_path / "labels.txt"
+    path.write_text("0 person\n99999999999999999999999 huge\n")
+    with pytest.raises(ModelError, match="id 99999999999999999999999 is above 100000"):
+        load_labels(path)
