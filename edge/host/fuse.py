@@ -6,16 +6,14 @@ own: the float model still runs as one XNNPACK partition (XNNPACK fuses them int
 once quantized every such node falls back to TFLite's reference kernels and splits the graph
 (MediaPipe's face detector: 17 RELUs, 18 partitions, int8 several times slower than float).
 
-* :func:`fuse_activations` makes a RELU / RELU6 / RELU_N1_TO_1 whose input comes from a CONV_2D,
-  DEPTHWISE_CONV_2D, ADD, SUB, MUL or FULLY_CONNECTED without an activation (and used by nothing
-  else) that op's fused activation: exact in float, and the int8 op clamps in its requantization.
-* :func:`fold_pads` folds a symmetric zero PAD before a stride-1 k x k convolution into the
-  convolution's SAME padding: exact. The float model runs as fast either way; the int8 one
-  measured 10% faster without them (MediaPipe's full-range face detector: 36 such PADs).
+:func:`fuse_activations` makes a RELU / RELU6 / RELU_N1_TO_1 whose input comes from a CONV_2D,
+DEPTHWISE_CONV_2D, ADD, SUB, MUL or FULLY_CONNECTED without an activation (and used by nothing
+else) that op's fused activation: exact in float, and the int8 op clamps in its requantization.
 
-PRELU is left alone: ai-edge-quantizer 0.10 does not quantize it (it stays float between a
-DEQUANTIZE and a QUANTIZE, all three run by XNNPACK), and rewriting it as int8 MUL/ADD ops
-(x + (1 - a) relu(-x)) measured slower than that on MediaPipe's palm detector.
+Tried and left out, as they measured no faster on XNNPACK here: folding the explicit PADs before
+stride-1 convolutions into SAME padding (MediaPipe's full-range face detector has 36), and
+rewriting PRELU (which ai-edge-quantizer 0.10 does not quantize: it stays float between a
+DEQUANTIZE and a QUANTIZE, all three run by XNNPACK) as int8 MUL/ADD ops, x + (1 - a) relu(-x).
 
 It works on the object API of the TFLite schema (``ai_edge_litert.schema_py_generated``).
 """
@@ -23,8 +21,6 @@ It works on the object API of the TFLite schema (``ai_edge_litert.schema_py_gene
 from __future__ import annotations
 
 from pathlib import Path
-
-import numpy as np
 
 FUSABLE_ACTIVATIONS = ("RELU", "RELU6", "RELU_N1_TO_1")
 FUSING_OPS = {   # op → its BuiltinOptions table name
@@ -99,57 +95,6 @@ def fuse_activations(model) -> int:
     return folded
 
 
-def fold_pads(model) -> int:
-    """Fold a zero PAD of (k - 1) / 2 rows and columns on each side into the stride-1 k x k
-    CONV_2D / DEPTHWISE_CONV_2D (VALID) that alone takes it, which becomes SAME: exact, and one
-    pass over the activations fewer. Returns how many were folded."""
-    schema = _schema()
-    folded = 0
-    for graph in model.subgraphs:
-        uses = _consumers(graph)
-        outputs = {int(t) for t in graph.outputs}
-        removed = set()
-        for op in graph.operators:
-            if _op_name(model, op) != "PAD" or len(op.inputs) != 2:
-                continue
-            padded = int(op.outputs[0])
-            consumers = uses.get(padded, [])
-            if len(consumers) != 1 or padded in outputs:
-                continue
-            conv = consumers[0]
-            if _op_name(model, conv) not in ("CONV_2D", "DEPTHWISE_CONV_2D") or int(conv.inputs[0]) != padded:
-                continue
-            options = conv.builtinOptions
-            if (options is None or options.padding != schema.Padding.VALID or (options.strideW, options.strideH) != (1, 1)
-                    or (options.dilationWFactor, options.dilationHFactor) != (1, 1)):
-                continue
-            paddings = _int_constant(model, graph, int(op.inputs[1]))
-            kernel = graph.tensors[int(conv.inputs[1])].shape   # [O, kh, kw, I] or [1, kh, kw, C]
-            if paddings is None or paddings.shape != (4, 2) or kernel is None or len(kernel) != 4:
-                continue
-            kh, kw = int(kernel[1]), int(kernel[2])
-            if kh % 2 == 0 or kw % 2 == 0:
-                continue
-            same = [[0, 0], [(kh - 1) // 2] * 2, [(kw - 1) // 2] * 2, [0, 0]]
-            if paddings.tolist() != same:
-                continue
-            options.padding = schema.Padding.SAME
-            conv.inputs = [int(op.inputs[0]), *[int(t) for t in conv.inputs[1:]]]
-            removed.add(id(op))
-            folded += 1
-        graph.operators = [op for op in graph.operators if id(op) not in removed]
-    return folded
-
-
-def _int_constant(model, graph, index: int) -> np.ndarray | None:
-    tensor = graph.tensors[index]
-    data = model.buffers[tensor.buffer].data if tensor.buffer else None
-    if data is None or not len(data) or tensor.type not in (_schema().TensorType.INT32, _schema().TensorType.INT64):
-        return None
-    dtype = np.int32 if tensor.type == _schema().TensorType.INT32 else np.int64
-    return np.frombuffer(bytes(bytearray(data)), dtype).reshape(tuple(tensor.shape))
-
-
 def drop_unused_tensors(model) -> int:
     """Remove tensors no op, graph input/output or signature uses (a fused op's old output: the
     quantizer's calibration reads every tensor and fails on one with no data). Returns how many."""
@@ -182,8 +127,8 @@ def drop_unused_tensors(model) -> int:
 
 
 def rewrite_for_xnnpack(path: Path, out: Path) -> list[str]:
-    """Fuse the standalone activations and fold the PADs of the float model ``path``, write
-    ``out``; returns what was changed (empty: nothing, and ``out`` is not written)."""
+    """Fuse the standalone activations of the float model ``path``, write ``out``; returns what
+    was changed (empty: nothing, and ``out`` is not written)."""
     from ai_edge_litert.tools import flatbuffer_utils
 
     model = flatbuffer_utils.read_model(str(path))
@@ -191,9 +136,6 @@ def rewrite_for_xnnpack(path: Path, out: Path) -> list[str]:
     folded = fuse_activations(model)
     if folded:
         changes.append(f"{folded} standalone activations fused into the op before them")
-    pads = fold_pads(model)
-    if pads:
-        changes.append(f"{pads} PADs folded into the stride-1 convolution after them (SAME padding)")
     if changes:
         drop_unused_tensors(model)
         out.write_bytes(bytes(flatbuffer_utils.convert_object_to_bytearray(model)))

@@ -197,19 +197,6 @@ def test_anchor_options_that_do_not_fit_are_refused(tmp_path, float_model):
                    q.QuantizeOptions(name="s", modes=("float32",), anchor_options=tmp_path / "wrong.json"))
 
 
-def test_pads_before_stride_1_convolutions_are_folded_exactly(tmp_path):
-    """MediaPipe's full-range face detector pads explicitly before every 3x3 convolution; the 36
-    stride-1 ones become SAME padding (the 7 before stride-2 ones cannot: SAME pads (0, 1) there)."""
-    q.normalise_float_tflite(mediapipe_model(DETECTORS["face_detection_full_range_sparse"]), tmp_path / "n.tflite")
-    assert read_model(tmp_path / "n.tflite").op_counts["PAD"] == 43
-    changes = fuse.rewrite_for_xnnpack(tmp_path / "n.tflite", tmp_path / "f.tflite")
-    assert changes == ["36 PADs folded into the stride-1 convolution after them (SAME padding)"]
-    assert read_model(tmp_path / "f.tflite").op_counts["PAD"] == 7
-    frame = np.random.default_rng(0).uniform(-1, 1, (1, 192, 192, 3)).astype(np.float32)
-    for before, after in zip(plain_invoke(tmp_path / "n.tflite", frame), plain_invoke(tmp_path / "f.tflite", frame)):
-        np.testing.assert_allclose(after, before, atol=1e-4)
-
-
 def test_sparse_weights_are_densified_exactly(tmp_path):
     source = mediapipe_model(DETECTORS["face_detection_full_range_sparse"])
     assert read_model(source).op_counts["DENSIFY"] == 46
