@@ -131,8 +131,11 @@ if ((PIP)); then
         # picamera2/simplejpeg are built against it, and opencv/ml_dtypes would pull numpy 2 over it.
         apt_numpy="$(dpkg-query --admindir="$DPKG_ADMIN" -W -f='${Status} ${Version}' python3-numpy 2>/dev/null \
                      | sed -n 's/^install ok installed \([0-9]*:\)\{0,1\}\([0-9][0-9.]*\).*/\2/p' || true)"
-        if [ -n "$apt_numpy" ] && [ "${apt_numpy%%.*}" -lt 2 ] \
-           && grep -q '^include-system-site-packages = true' "$ROOT$VENV/pyvenv.cfg" 2>/dev/null; then
+        system_site=1   # step 2 makes the venv with --system-site-packages; an older one may lack it
+        if [ -f "$ROOT$VENV/pyvenv.cfg" ] && ! grep -q '^include-system-site-packages = true' "$ROOT$VENV/pyvenv.cfg"; then
+            system_site=0
+        fi
+        if [ -n "$apt_numpy" ] && [ "${apt_numpy%%.*}" -lt 2 ] && ((system_site)); then
             say "apt's numpy is $apt_numpy: pinning numpy<2 in the venv (apt's picamera2 and simplejpeg need numpy 1)"
             extra=('numpy<2')
         fi

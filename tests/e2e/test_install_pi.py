@@ -142,6 +142,10 @@ def test_apt_numpy_1_under_system_site_packages_pins_numpy_below_2(tmp_path):
     done = _install("--dry-run", "--root", str(tmp_path), "--no-apt")
     assert f"{venv}/bin/pip install --quiet {ROOT} numpy<2" in _actions(done), done.stdout
     assert "apt's numpy is 1.24.2" in done.stdout
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\ninclude-system-site-packages = false\n")
+    assert f"{venv}/bin/pip install --quiet {ROOT}" in _actions(_install("--dry-run", "--root", str(tmp_path), "--no-apt"))
+    (venv / "pyvenv.cfg").unlink()           # no venv yet: step 2 will make it with --system-site-packages
+    assert f"{venv}/bin/pip install --quiet {ROOT} numpy<2" in _actions(_install("--dry-run", "--root", str(tmp_path), "--no-apt"))
     status.write_text(status.read_text().replace("1:1.24.2-1+deb12u1", "1:2.2.4+ds-1"))   # trixie
     assert f"{venv}/bin/pip install --quiet {ROOT}" in _actions(_install("--dry-run", "--root", str(tmp_path), "--no-apt"))
 
