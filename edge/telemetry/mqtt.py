@@ -12,7 +12,9 @@ one burst every ``send_interval`` seconds (0.1 by default) by the exporter's own
 sends the stats. The pipeline never calls into paho: a paho publish wakes paho's network thread
 and hands the GIL back and forth, and doing that for every frame cost the pipeline frames on a busy
 CPU. The queue holds at most ``MAX_QUEUED`` messages; beyond that the newest are dropped and
-counted as ``mqtt_queue_full`` errors.
+counted as ``mqtt_queue_full`` errors. A burst is sent only once paho has written the previous one
+to the socket (``want_write``), so a broker that stops reading while connected fills this bounded
+queue, not paho's outgoing packet list.
 
 The broker may be down at start or go away: paho's network thread reconnects with exponential
 backoff (1 s doubling to ``reconnect_max``). Messages published while disconnected are dropped at
@@ -48,6 +50,7 @@ from edge.web.security import check_private, read_secret
 log = logging.getLogger(__name__)
 
 MAX_QUEUED = 10_000     # detection messages waiting for the next send (~50 s of frames at 200 fps)
+CLOSE_WAIT = 2.0        # seconds close() waits for paho to write what is left before cutting the connection
 
 
 def split_host(host: str, port: int) -> tuple[str, int]:
@@ -198,8 +201,9 @@ class MqttExporter:
                 self._counts[label] = n
 
     def flush(self) -> None:
-        """Send every queued message, oldest first."""
-        while True:
+        """Send the messages queued so far, oldest first (one burst: at most MAX_QUEUED, however fast the
+        pipeline keeps queueing meanwhile)."""
+        for _ in range(len(self._queue)):
             try:
                 message = self._queue.popleft()
             except IndexError:      # empty (also when close() and a late sender burst race for the last one)
@@ -212,6 +216,13 @@ class MqttExporter:
     def _send_loop(self) -> None:
         next_stats = time.monotonic() + self.stats_interval
         while not self._stop.wait(self.send_interval):
+            if self.client.want_write():
+                # paho has not yet put the last burst on the wire (a broker or link that stalls while the
+                # connection stays up): hold the next one in the bounded queue instead of growing paho's
+                # unbounded outgoing packet list, at every QoS
+                self._warn.warning(log, "MQTT: the broker is not taking messages; holding them (at most %d)",
+                                   MAX_QUEUED)
+                continue
             self.flush()
             now = time.monotonic()
             if now >= next_stats:
@@ -224,7 +235,13 @@ class MqttExporter:
             return
         self._stop.set()
         self._sender.join(timeout=5.0)
-        self.flush()          # what the pipeline queued after the sender's last burst
+        if self._written(CLOSE_WAIT):
+            self.flush()      # what the pipeline queued after the sender's last burst
+        elif self._queue:     # a stalled broker: paho would only pile them up
+            self.stats.error("mqtt_dropped", len(self._queue))
+            log.warning("MQTT: %d queued messages dropped at exit: the broker is not taking messages",
+                        len(self._queue))
+            self._queue.clear()
         if self.connected.is_set():
             self.publish_stats()
             done = self.client.publish(self.topic("available"), "offline", qos=self.qos, retain=True)
@@ -233,4 +250,26 @@ class MqttExporter:
             except (RuntimeError, ValueError) as exc:   # not queued because the connection went away
                 log.warning("MQTT: final messages not sent: %s", exc)
         self.client.disconnect()
+        self._drop_stalled_connection(CLOSE_WAIT)
         self.client.loop_stop()
+
+    def _written(self, wait: float) -> bool:
+        """True once paho has written everything it holds to the socket (waits up to ``wait`` s)."""
+        deadline = time.monotonic() + wait
+        while self.client.want_write() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return not self.client.want_write()
+
+    def _drop_stalled_connection(self, wait: float) -> None:
+        """paho's network thread ends only once its outgoing packets are written; a broker that stopped
+        reading would hold the exit until the keepalive gives up (minutes). Give it ``wait`` seconds,
+        then shut the socket so that it ends now."""
+        if self._written(wait):
+            return
+        sock = self.client.socket()
+        log.warning("MQTT: the broker did not take the last messages within %.0f s; closing the connection", wait)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError as exc:
+                log.debug("MQTT: shutting the socket down: %s", exc)

@@ -194,9 +194,10 @@ class PipelineStats:
                 self.histograms[stage].add(seconds)
             self.detections.update(labels)
 
-    def error(self, kind: str) -> None:
+    def error(self, kind: str, n: int = 1) -> None:
+        """Count ``n`` errors of ``kind`` (exported as ``edge_errors_total{kind=…}``)."""
         with self._lock:
-            self.errors[kind] += 1
+            self.errors[kind] += n
 
     def count(self, name: str, n: int = 1) -> None:
         """Add ``n`` to the counter ``name`` (one of COUNTERS)."""

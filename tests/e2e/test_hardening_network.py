@@ -395,3 +395,40 @@ def test_mqtt_paho_store_bounded_at_qos1_while_the_broker_is_down(tmp_path):
     finally:
         exporter.close()
         broker.stop()
+
+
+def test_mqtt_stalled_broker_bounds_paho_at_qos0():
+    """A 'broker' on loopback that accepts the connection, answers CONNACK, then never reads again."""
+    from edge.telemetry import mqtt as mqtt_mod
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    conns = []
+
+    def serve():
+        conn, _ = listener.accept()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        conns.append(conn)
+        conn.recv(1024)                          # CONNECT
+        conn.sendall(b"\x20\x02\x00\x00")        # CONNACK, accepted; then silence
+    threading.Thread(target=serve, daemon=True).start()
+    stats = PipelineStats()
+    exporter = mqtt_mod.MqttExporter(stats, dict, "cam", host="127.0.0.1", port=port, qos=0, send_interval=0.01)
+    try:
+        assert exporter.connected.wait(10)
+        payload = "x" * 15_000                   # a big event; the loopback buffers take a few MB of them
+        started = time.monotonic()
+        while time.monotonic() - started < 3:
+            for _ in range(1000):
+                exporter._enqueue(exporter.topic("events"), payload)     # what publish() queues per frame
+            time.sleep(0.05)
+        assert len(exporter.client._out_packet) <= mqtt_mod.MAX_QUEUED + 10     # one burst at most
+        assert stats.snapshot().errors.get("mqtt_queue_full", 0) > 0
+        started = time.monotonic()
+        exporter.close()                 # does not wait for the keepalive to give up on the broker
+        assert time.monotonic() - started < 10
+        assert stats.snapshot().errors["mqtt_dropped"] > 0
+    finally:
+        exporter.close()
+        for c in conns:
+            c.close()
+        listener.close()
