@@ -37,6 +37,8 @@ libav_log = logging.getLogger("edge.capture.libav")
 
 AV_LOG_QUIET, AV_LOG_ERROR, AV_LOG_WARNING = -8, 16, 24
 MAX_UNCOUNTED_FAILURES = 32     # failed reads in a row that end a file that does not state its frame count
+STREAM_RETRIES = 5              # failed reads in a row that end a stream …
+STREAM_RETRY_SECONDS = 2.0      # … or failed reads for this long (a read that hangs to FFmpeg's timeout)
 
 
 class _LibavLog:
@@ -322,6 +324,8 @@ class StreamSource:
         self._cap: cv2.VideoCapture | None = None
         self._index = 0
         self._delivered = 0       # frames since the last open
+        self.corrupt = 0          # failed reads followed by a frame: skipped pictures
+        self._warn = LogLimiter(30.0)
 
     def open(self) -> None:
         cap = cv2.VideoCapture(self.url, cv2.CAP_FFMPEG)
@@ -333,15 +337,30 @@ class StreamSource:
         self._delivered = 0
 
     def read(self) -> Frame | None:
+        """The next frame. A read that fails is retried (a corrupt picture in the stream, skipped and
+        counted) up to STREAM_RETRIES times in a row within STREAM_RETRY_SECONDS; then the stream has
+        ended, or, before any frame, it is not a stream of pictures (SourceError)."""
         if self._cap is None:
             raise SourceError(f"source {self.name} is not open")
-        ok, image = self._cap.read()
-        if not ok:
+        failed, first_failure = 0, 0.0
+        while True:
+            ok, image = self._cap.read()
+            if ok:
+                break
+            now = time.monotonic()
+            failed, first_failure = failed + 1, first_failure or now
+            if failed < STREAM_RETRIES and now - first_failure < STREAM_RETRY_SECONDS:
+                continue
             if self._delivered == 0:     # opened, but nothing in it decodes: not a stream of pictures
                 raise SourceError(f"stream {self.name!r} gave no decodable frame",
                                   "check that the URL serves video (RTSP H.264, HTTP MJPEG), not a page or garbage")
             log.warning("stream %s ended after %d frames", self.name, self._delivered)
             return None
+        if failed:
+            self.corrupt += failed
+            count_process("corrupt", failed)
+            self._warn.warning(log, "stream %s: %d frame(s) could not be decoded and were skipped (%d so far)",
+                               self.name, failed, self.corrupt)
         self._delivered += 1
         frame = Frame.captured_now(image, self._index)
         self._index += 1

@@ -223,3 +223,36 @@ def test_corrupt_count_in_metrics(corrupt_clip):
     text = generate_latest(registry).decode()
     line = next(line for line in text.splitlines() if line.startswith("edge_frames_corrupt_total"))
     assert float(line.split()[-1]) >= 2
+
+
+@pytest.fixture()
+def mjpeg_with_a_bad_part(clip_frames):
+    """30 good JPEG parts with a garbage one in place of the 21st."""
+    jpegs = [cv2.imencode(".jpg", f)[1].tobytes() for f in clip_frames[:30]]
+    jpegs[20] = bytes(random.Random(1).randrange(256) for _ in range(3000))
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            for jpeg in jpegs:
+                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg)
+                                 + jpeg + b"\r\n")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/stream.mjpg"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_bad_picture_in_a_stream_is_skipped_not_the_end(mjpeg_with_a_bad_part):
+    from edge.capture.opencv import StreamSource
+    source = StreamSource(mjpeg_with_a_bad_part)
+    frames = read_all(source)
+    assert len(frames) == 29 and source.corrupt == 1
