@@ -8,6 +8,7 @@ come from here (op, names, signature), never from guessing by tensor size.
 from __future__ import annotations
 
 import io
+import math
 import struct
 import zipfile
 from collections import Counter
@@ -300,6 +301,24 @@ def _associated_files(data: bytes) -> tuple[str, ...]:
         return ()
 
 
+# No tensor of a model a Pi runs comes near this; a corrupt shape (one flipped dimension) does, and
+# the interpreter would then allocate it (17 GB from one word of a fuzzed MobileNet).
+MAX_TENSOR_BYTES = 1 << 30
+
+
+def _check_tensor_sizes(path: Path, tensors: tuple[TensorInfo, ...]) -> None:
+    for tensor in tensors:
+        if any(d < -1 for d in tensor.shape):
+            raise ModelError(f"{str(path)!r} is not a valid TFLite model (tensor {tensor.name[:60]!r} has shape "
+                             f"{list(tensor.shape)[:8]})", "re-export or re-download the .tflite file")
+        dtype = _NUMPY_DTYPES.get(tensor.type)
+        size = math.prod(max(d, 1) for d in tensor.shape) * (np.dtype(dtype).itemsize if dtype else 8)
+        if size > MAX_TENSOR_BYTES:
+            raise ModelError(f"{str(path)!r}: tensor {tensor.name[:60]!r} has shape {list(tensor.shape)[:8]} "
+                             f"({size / (1 << 30):.3g} GiB), more than the {MAX_TENSOR_BYTES >> 30} GiB any model "
+                             "edge runs needs: the model is corrupt", "re-export or re-download the .tflite file")
+
+
 def read_model(path: str | Path) -> ModelInfo:
     """Parse a .tflite file; :class:`ModelError` names the file and what is wrong with it."""
     path = Path(path)
@@ -335,6 +354,7 @@ def read_model(path: str | Path) -> ModelInfo:
     except (flatbuffer.FlatBufferError, IndexError, struct.error, UnicodeDecodeError, RecursionError) as exc:
         raise ModelError(f"{str(path)!r} is not a valid TFLite model ({exc})",
                          "re-export or re-download the .tflite file") from None
+    _check_tensor_sizes(path, tensors)
     return ModelInfo(path=path, size_bytes=len(data), description=model.string(3) or "",
                      inputs=inputs, outputs=outputs, tensors=tensors, ops=tuple(ops),
                      subgraphs=len(subgraphs), signatures=tuple(signatures), metadata=metadata,

@@ -46,6 +46,19 @@ def coral_dir() -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def workers(tmp_path_factory):
+    """Two crash-isolating worker processes (tests/fuzz/worker.py), one per core."""
+    from tests.fuzz.worker import Worker
+
+    pool = [Worker(tmp_path_factory.mktemp("fuzz-worker")) for _ in range(2)]
+    for worker in pool:     # warm up: the first `edge info` imports every runtime (seconds, more under load)
+        worker.run(["info", "-m", str(default_model_dir())], 300)
+    yield pool
+    for worker in pool:
+        worker.close()
+
+
 def pytest_terminal_summary(terminalreporter):
     if not harness.FIGURES:
         return

@@ -109,6 +109,7 @@ def run_inprocess(argv: list[str], timeout: float, prog: str = "edge") -> Result
     result = classify(code, err.getvalue(), prog)
     result.stdout = out.getvalue()
     result.seconds = time.monotonic() - start
+    result.extra["argv"] = argv
     return result
 
 

@@ -1,6 +1,7 @@
 """Mutated models through the whole of ``edge run --max-frames 3`` — the TFLite interpreter included —
-as subprocesses (two at a time): a native crash is a negative return code here, not a dead test run.
-A sample of ``edge info`` runs as subprocesses too, as a user runs it."""
+in crash-isolating worker processes (two, one per core; tests/fuzz/worker.py): a native crash is a
+dead worker, recorded and restarted, never a dead test run. The first cases of each model run as
+plain subprocesses (``python -m edge.cli``), as a user runs them."""
 
 from __future__ import annotations
 
@@ -38,11 +39,11 @@ def _cases(base: bytes, n: int, seed: str, scratch) -> list[list]:
 
 
 @pytest.mark.parametrize("which", ["person", "coral_cpu"])
-def test_fuzz_models_run(which, person_dir, request, tmp_path):
+def test_fuzz_models_run(which, person_dir, request, tmp_path, workers):
     if which == "person":
-        src, n = person_dir / INT8, count(14)
+        src, n = person_dir / INT8, count(30)
     else:
-        src, n = request.getfixturevalue("coral_dir") / "mobilenet_v1_0.25_128_quant.tflite", count(10)
+        src, n = request.getfixturevalue("coral_dir") / "mobilenet_v1_0.25_128_quant.tflite", count(24)
     base = src.read_bytes()
     cases = _cases(base, n, f"{SEED}-models-run-{which}", tmp_path / "scratch.tflite")
     for i, ops in enumerate(cases):
@@ -54,12 +55,14 @@ def test_fuzz_models_run(which, person_dir, request, tmp_path):
 
     def one(i: int) -> harness.Result:
         case = tmp_path / f"case{i}"
-        # one `edge info` as a subprocess per model (it probes every runtime: seconds), the rest `edge run`
-        args = ["info", "-m", "model.tflite"] if i == 1 else \
-            ["run", "-m", "model.tflite", "--max-frames", "3", "--live", "off", "--as-fast-as-possible",
-             "--device", "cpu", "--threads", "1", "--jsonl", "events.jsonl"]
-        before = harness.listing(case) | {"scratch.tflite"}
-        result = harness.run_subprocess(args, TIMEOUT, cwd=case)
+        model = str(case / "model.tflite")
+        args = ["info", "-m", model] if i % 8 == 1 else \
+            ["run", "-m", model, "--max-frames", "3", "--live", "off", "--as-fast-as-possible",
+             "--device", "cpu", "--threads", "1", "--jsonl", str(case / "events.jsonl")]
+        before = harness.listing(case)
+        # the first two cases as the user runs them (a process each, `edge info` probes every runtime:
+        # seconds); the others in the crash-isolating workers
+        result = harness.run_subprocess(args, TIMEOUT, cwd=case) if i < 2 else workers[i % 2].run(args, TIMEOUT)
         torn = harness.check_jsonl(case / "events.jsonl")
         if torn:
             result = harness.Result("torn", torn)

@@ -356,3 +356,18 @@ def test_absurd_label_ids_are_refused(tmp_path):
     path.write_text("0 person\n99999999999999999999999 huge\n")
     with pytest.raises(ModelError, match="id 99999999999999999999999 is above 100000"):
         load_labels(path)
+
+
+def test_a_corrupt_tensor_shape_is_refused_before_the_interpreter(tmp_path):
+    """Found by the fuzz suite: one 32-bit word of Coral's MobileNet set to 525598 made a tensor of
+    17 GB, which AllocateTensors spent 20 s on (edge info measures XNNPACK with an interpreter)."""
+    from tests.fuzz import harness
+    from tests.fuzz.conftest import CORAL_DEFAULT
+
+    src = CORAL_DEFAULT / "mobilenet_v1_0.25_128_quant.tflite"
+    if not src.is_file():
+        pytest.skip(f"Coral's test-data models are not in {CORAL_DEFAULT}")
+    mutant = tmp_path / "model.tflite"
+    mutant.write_bytes(harness.apply_ops(src.read_bytes(), [["word", 108800, 525598], ["word", 496080, 525598]]))
+    with pytest.raises(ModelError, match=r"has shape \[525598, 32, 32, 32\] \(16 GiB\), more than the 1 GiB"):
+        read_model(mutant)
