@@ -27,6 +27,18 @@ def count(n: int) -> int:
     return max(1, int(n * SCALE))
 
 
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """edge.cli.main() in-process sets the "edge.runtime" logger's level (quiet without -v): restore
+    it, so that tests after these still see that logger's INFO records in caplog."""
+    import logging
+
+    logger = logging.getLogger("edge.runtime")
+    level = logger.level
+    yield
+    logger.setLevel(level)
+
+
 @pytest.fixture(scope="session")
 def person_dir(tmp_path_factory) -> Path:
     """A private copy of the shipped model directory (manifest, int8 model, labels, licence)."""

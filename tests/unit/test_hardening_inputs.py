@@ -65,6 +65,18 @@ def _manifest(work: Path, **changes) -> Path:
 
 RUN = ("run", "--jsonl", "", "--live", "off", "--max-frames", "3")
 
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """edge.cli.main() in-process sets the "edge.runtime" logger's level (quiet without -v): restore
+    it, so that tests after these still see that logger's INFO records in caplog."""
+    import logging
+
+    logger = logging.getLogger("edge.runtime")
+    level = logger.level
+    yield
+    logger.setLevel(level)
+
+
 
 # --- finite numbers ------------------------------------------------------------------------------
 
