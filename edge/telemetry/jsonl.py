@@ -2,8 +2,9 @@
 
 Each line is written whole (one ``write`` on an ``O_APPEND`` descriptor; a short or failed write is cut
 back to the last complete line), so every line in the file is valid JSON even if the process is
-killed mid-run or the disk fills; a line that cannot be written is dropped and counted, never raised. With ``max_bytes`` the file rotates by size (``file`` → ``file.1`` →
-… ``file.N``, the oldest dropped) before a line would make it larger; with ``stats_interval`` a
+killed mid-run or the disk fills; a line that cannot be written is dropped and counted, never raised.
+With ``max_bytes`` the file rotates by size (``file`` → ``file.1`` → … ``file.N``, the oldest
+dropped) before a line would make it larger; with ``stats_interval`` a
 stats line (``{"type": "stats", …}``, see :mod:`edge.telemetry.report`) is written that often and
 once at the end.
 

@@ -206,8 +206,8 @@ class PipelineStats:
 
     def _counts(self) -> dict[str, int]:
         # self.counts holds every name of COUNTERS first (the frame counters are kept as attributes)
-        return self.counts | process_counts() | {"captured": self.captured, "dropped": self.dropped, "inferred": self.inferred,
-                              "published": self.published}
+        return self.counts | process_counts() | {"captured": self.captured, "dropped": self.dropped,
+                                                 "inferred": self.inferred, "published": self.published}
 
     def snapshot(self) -> Snapshot:
         """A consistent copy. Only copying happens under the lock, which the inference and capture

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import http.client
-import os
 import socket
 import ssl
 import subprocess

@@ -4,7 +4,6 @@ stream that gives no frame is an error (one line, exit 2)."""
 
 from __future__ import annotations
 
-import json
 import random
 import struct
 import subprocess
