@@ -613,21 +613,35 @@ def _source_facts(source: SourceModel, src: "_TfSource | None", options: Quantiz
             if anchors is None and output is None:
                 anchors = _tflite_output(options, float_info, _mediapipe_preset(options, float_info))
             return spec, labels, anchors or (dict(output) if output else None)
-        preset = _mediapipe_preset(options, float_info)
-        output = anchors or _tflite_output(options, float_info, preset)
-        if options.spec is None and preset is not None:
-            low, high = preset.input_range
-            std = 255.0 / (high - low)
-            log.info("input normalisation: MediaPipe's %s takes RGB in [%g, %g]: (pixel - %g) / %g "
-                     "(see --mean/--std/--colour)", preset.name, low, high, -low * std, std)
-            return (InputSpec(colour="RGB", mean=(-low * std,) * 3, std=(std,) * 3, resize="stretch"),
-                    options.labels, output)
-        if options.spec is None:
-            log.info("input normalisation: (pixel - 127.5) / 127.5, RGB (the default; see --mean/--std/--colour)")
-        return options.spec or DEFAULT_SPEC, options.labels, output
+        output = anchors or _tflite_output(options, float_info, _mediapipe_preset(options, float_info))
+        if options.spec is not None:
+            return options.spec, options.labels, output
+        return (*_convention_of(float_info, options.labels), output)
     if options.spec is None:
         log.info("input normalisation: (pixel - 127.5) / 127.5, RGB (the default; see --mean/--std/--colour)")
     return options.spec or DEFAULT_SPEC, options.labels, None
+
+
+def _convention_of(float_info: ModelInfo, labels: list[str] | None) -> tuple[InputSpec, list[str] | None]:
+    """A float .tflite with no manifest and no flags: the device's own rules (TFLite Metadata,
+    Ultralytics metadata, a MediaPipe preset; never a guess), so calibration sees what the device
+    will feed; labels from the same rules when --labels is not given."""
+    from edge.config import ModelConfig
+    from edge.runtime.conventions import resolve_input, resolve_labels
+    from edge.runtime.manifest import Manifest
+
+    bare = Manifest(path=None, name=float_info.path.stem)
+    try:
+        convention = resolve_input(float_info, bare, ModelConfig())
+    except ModelError as exc:     # the device's remedy names edge run's flags; these are quantize's
+        raise ModelError(exc.message, "pass --mean/--std (e.g. 127.5 127.5 for [-1, 1], 0 255 for [0, 1]) "
+                                      "and --colour, or put a manifest beside the model") from None
+    log.info("%s: input normalisation %s (see --mean/--std/--colour)", float_info.path.name, convention.describe())
+    if labels is None:
+        found = resolve_labels(float_info, bare, ModelConfig()).load()
+        if found and sorted(found) == list(range(len(found))):
+            labels = [found[i] for i in range(len(found))]
+    return replace(convention.spec, width=0, height=0), labels
 
 
 def _mediapipe_preset(options: QuantizeOptions, float_info: ModelInfo):

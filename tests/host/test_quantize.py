@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from edge.errors import ModelError
 from edge.host import quantize as q
 from edge.runtime.manifest import load_manifest
 from edge.runtime.model import read_model
@@ -178,9 +180,12 @@ def test_float16_tflite_without_signature_is_normalised(digits, tmp_path):
     normalised = read_model(tmp_path / "normalised.tflite")
     assert normalised.precision == "float32" and "DEQUANTIZE" not in normalised.op_counts
     assert normalised.signatures[0].key == "serving_default"
+    wild_options = q.QuantizeOptions(name="w", modes=("int8",), calibration=images, samples=20, latency_runs=1,
+                                     progress=False)
+    with pytest.raises(ModelError, match="pass --mean/--std"):     # nothing says its normalisation: no guess
+        q.quantize(q.detect_source(tmp_path / "wild.tflite"), tmp_path / "out", wild_options)
     results = q.quantize(q.detect_source(tmp_path / "wild.tflite"), tmp_path / "out",
-                         q.QuantizeOptions(name="w", modes=("int8",), calibration=images, samples=20,
-                                           latency_runs=1, progress=False))
+                         replace(wild_options, spec=q.DEFAULT_SPEC))
     assert read_model(results[1].path).precision == "int8"
     from edge.host.evaluate import EvaluateOptions, evaluate
     report = evaluate(tmp_path / "src" / "f_float32.tflite", [results[0].path, results[1].path], tmp_path / "eval",

