@@ -33,6 +33,9 @@ RUN_FLAGS = {
     "prometheus": ("prometheus", "port"), "mqtt": ("mqtt", "host"), "mqtt_prefix": ("mqtt", "prefix"),
     "web": ("web", "port"), "power": ("power", "source"),
 }
+# flags that set the same key in several sections (both servers)
+SHARED_FLAGS = {"web_auth": (("web", "auth_file"), ("prometheus", "auth_file")),
+                "insecure_listen": (("web", "insecure_listen"), ("prometheus", "insecure_listen"))}
 
 
 def _add_model_flags(p: argparse.ArgumentParser) -> None:
@@ -83,6 +86,10 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mqtt", metavar="HOST[:PORT]", help="publish events and stats to this MQTT broker")
     g.add_argument("--mqtt-prefix", metavar="PREFIX", help="MQTT topic prefix (default edge)")
     g.add_argument("--web", type=int, metavar="PORT", help="serve the live view on 127.0.0.1:PORT")
+    g.add_argument("--web-auth", metavar="FILE", help="credentials the live view and /metrics require: a token, "
+                                                      "or user:password, in a file of mode 0600")
+    g.add_argument("--insecure-listen", action="store_const", const=True, dest="insecure_listen",
+                   help="allow the live view and /metrics to bind beyond loopback without --web-auth")
     g.add_argument("--power", help="power reading: auto | pmic | hwmon | static | none")
     p.add_argument("--service", action="store_true",
                    help="run as a systemd service: sd_notify READY/WATCHDOG/STATUS, SIGHUP reloads, "
@@ -95,6 +102,11 @@ def config_from_args(args: argparse.Namespace) -> configuration.Config:
         value = getattr(args, dest, None)
         if value is not None:
             overrides.setdefault(section, {})[key] = value
+    for dest, targets in SHARED_FLAGS.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            for section, key in targets:
+                overrides.setdefault(section, {})[key] = value
     return configuration.load(getattr(args, "config", None), overrides)
 
 

@@ -232,7 +232,7 @@ class Pipeline:
         try:
             while not self._stop.is_set():
                 frame = slot.get(timeout=0.25)
-                self.stats.capture_counts(slot.captured, slot.dropped)
+                self.stats.capture_counts(slot.captured, slot.dropped, generation=slot)
                 if frame is None:
                     continue
                 if frame is END:
@@ -255,5 +255,5 @@ class Pipeline:
                 sink.close()
         if self._post_error is not None:
             raise self._post_error
-        self.stats.capture_counts(slot.captured, slot.dropped)
+        self.stats.capture_counts(slot.captured, slot.dropped, generation=slot)
         return Summary(frames, time.monotonic() - started, slot.captured, slot.dropped, stopped_early)
