@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,15 +122,18 @@ def _from_metadata(meta: ModelMetadata, tensor: TensorInfo, where: str) -> Input
         return None
     if tensor.type == "UINT8":
         mean, std = raw_pixels(tensor)
-        if not tensor.quantization.per_channel and not _agrees_with_raw(_triple(image.mean), _triple(image.std),
-                                                                        tensor):
+        finite = all(math.isfinite(v) for v in image.mean + image.std) and min(map(abs, image.std)) >= 1e-6
+        if finite and len(image.mean) in (1, 3) and len(image.std) in (1, 3) \
+                and not tensor.quantization.per_channel \
+                and not _agrees_with_raw(_triple(image.mean), _triple(image.std), tensor):
             log.warning("%s: the metadata's normalisation (mean %s, std %s) contradicts the uint8 input's "
                         "quantization; feeding raw pixels as the TFLite Task Library does (override with %s)",
                         where, _fmt(image.mean), _fmt(image.std), INPUT_FLAGS)
         return InputSpec(colour="RGB", mean=mean, std=std)
-    if len(image.mean) not in (1, 3) or len(image.std) not in (1, 3) or 0.0 in image.std:
-        raise ModelError(f"{where}: NormalizationOptions mean {list(image.mean)} std {list(image.std)} are not "
-                         "1 or 3 values with a non-zero std", f"pass {INPUT_FLAGS}")
+    if len(image.mean) not in (1, 3) or len(image.std) not in (1, 3) \
+            or not all(math.isfinite(v) for v in image.mean + image.std) or min(map(abs, image.std)) < 1e-6:
+        raise ModelError(f"{where}: NormalizationOptions mean {list(image.mean)[:3]} std {list(image.std)[:3]} "
+                         "are not 1 or 3 finite values with |std| ≥ 1e-6", f"pass {INPUT_FLAGS}")
     return InputSpec(colour="RGB", mean=_triple(image.mean), std=_triple(image.std))
 
 

@@ -119,3 +119,13 @@ def test_grayscale_is_reported(schema):
 def test_corrupt_buffer_is_a_model_error(data):
     with pytest.raises(ModelError, match="not a valid TFLite Model Metadata"):
         parse(data, "x.tflite: TFLITE_METADATA")
+
+
+@pytest.mark.parametrize("mean,std", [((float("nan"),), (127.5,)), ((0.0,), (1e-300,)), ((0.0, 1.0), (1.0,))])
+def test_unusable_normalisation_in_the_metadata_is_an_error_naming_the_flags(schema, mean, std):
+    from edge.runtime.conventions import _from_metadata
+    from edge.runtime.model import TensorInfo
+
+    meta = parse(_written(schema, mean=mean, std=std, colour=schema.ColorSpaceType.RGB))
+    with pytest.raises(ModelError, match="--input-mean/--input-std"):
+        _from_metadata(meta, TensorInfo(0, "image", (1, 8, 8, 3), "FLOAT32", None), "m.tflite: TFLITE_METADATA")
