@@ -17,7 +17,7 @@ import time
 import pytest
 
 from tests.e2e.service_harness import Daemon, NotifyListener
-from tests.helpers import run_edge, wait_for
+from tests.helpers import fake_edgetpu_model, run_edge, wait_for
 
 
 def _daemon(tmp_path, listener, *args, watchdog_usec=None):
@@ -98,7 +98,7 @@ def test_sigterm_drains_and_every_processed_frame_is_in_the_jsonl(tmp_path, list
     assert [e["detections"] for e in got] == [e["detections"] for e in want]
 
 
-def test_sighup_with_a_broken_config_keeps_the_running_one(tmp_path, listener, float_model):
+def test_sighup_with_a_broken_config_keeps_the_running_one(tmp_path, listener, int8_model):
     config = tmp_path / "edge.toml"
     config.write_text('[detect]\nscore_threshold = 0.6\n[output]\njsonl = ""\n')
     daemon = _daemon(tmp_path, listener, "--config", str(config), watchdog_usec=1_000_000)
@@ -112,11 +112,12 @@ def test_sighup_with_a_broken_config_keeps_the_running_one(tmp_path, listener, f
         listener.wait_for("WATCHDOG", "1", count=pings + 2, proc=daemon)   # frames still flow
         assert any("reload refused" in m.get("STATUS", "") for _, m in listener.messages)
 
-        # Valid, but fails to load (a float model where int8 is required): back to the running one.
-        config.write_text(f'[model]\npath = "{float_model}"\n[output]\njsonl = ""\n')
+        # Valid, but fails to load (an Edge TPU model, no Edge TPU, no CPU twin): back to the running one.
+        compiled = fake_edgetpu_model(int8_model, tmp_path / "alone_edgetpu.tflite")
+        config.write_text(f'[model]\npath = "{compiled}"\n[output]\njsonl = ""\n')
         daemon.signal(signal.SIGHUP)
         daemon.wait_log("reload failed, going back to the previous configuration")
-        assert "float32 model" in daemon.log()
+        assert "compiled for the Edge TPU and no Edge TPU found" in daemon.log()
         pings = len(listener.having("WATCHDOG", "1"))
         listener.wait_for("WATCHDOG", "1", count=pings + 2, proc=daemon)
 
