@@ -15,11 +15,12 @@ from edge.config import Config
 from edge.errors import ModelError
 from edge.pipeline import Pipeline, Sink
 from edge.runtime import edgetpu, loader
+from edge.runtime.interpreter import first_line
 from edge.telemetry.jsonl import JsonlSink
 from edge.telemetry.live import LiveLine
 from edge.telemetry.hub import Telemetry
 from edge.telemetry.stats import PipelineStats
-from edge.vision.decode import FinishParams, check_layout, make_decoder, make_postprocess
+from edge.vision.decode import Decoder, FinishParams, check_layout, make_decoder, make_postprocess
 from edge.vision.guard import InputGuard
 from edge.vision.labels import align_to_classes
 from edge.vision.preprocess import Preprocessor
@@ -136,23 +137,39 @@ def check(config: Config) -> tuple[loader.ModelSet, FinishParams]:
     return models, finish_params(config, models)
 
 
-def assemble(config: Config, extra_sinks: list[Sink] | None = None,
-             stats: PipelineStats | None = None,
-             wrap_source: Callable[[Source], Source] | None = None) -> Assembly:
-    """Open the source, load the model and build the pipeline (not started).
+@dataclass
+class Prepared:
+    """The model side of a pipeline, loaded and checked by one inference: what a reload builds while
+    the running pipeline goes on, so that a model that cannot run never replaces one that can."""
 
-    Cheap checks (device string, manifest, labels, the source itself) come before the model loads.
-    """
-    models, params = check(config)
-    source = make_source(config.source)
-    camera = source if hasattr(source, "set_model_size") else None
-    if camera is not None:   # picamera2: the ISP scales a lores stream (main's aspect ratio) for the model
-        camera.set_model_size(*model_input_size(models), letterbox=models.manifest.input.resize == "letterbox")
-    if wrap_source is not None:  # e.g. the service's ReconnectingSource
-        source = wrap_source(source)
-    source.open()
+    models: loader.ModelSet
+    params: FinishParams
+    loaded: loader.Loaded
+    decoder: Decoder
+    preprocessor: Preprocessor
+
+    def close(self) -> None:
+        self.loaded.backend.close()
+
+
+def first_inference(loaded: loader.Loaded, decoder: Decoder) -> None:
+    """One invoke on a black frame, decoded: a model the runtime loads but cannot run (a corrupt
+    tensor, "Input tensor N lacks data") fails here, at start or reload, with one line."""
+    view = loaded.backend.input_view()
+    view.fill(0)
+    del view     # the interpreter refuses to invoke while a view of its buffers is alive
     try:
-        loaded = loader.load(config.model, models)
+        loaded.backend.invoke()
+        decoder(loaded.backend.outputs())
+    except (RuntimeError, ValueError, IndexError) as exc:
+        raise ModelError(f"{loaded.model.path.name} loads but its first inference fails: {first_line(exc)}",
+                         "re-export or re-download the model") from None
+
+
+def prepare(config: Config, models: loader.ModelSet, params: FinishParams) -> Prepared:
+    """Load the model, build its decoder and preprocessing, and run one inference."""
+    loaded = loader.load(config.model, models)
+    try:
         model = loaded.model
         decoder = make_decoder(model, loaded.manifest, layout=config.model.layout, detect=config.detect,
                                num_classes=max(params.labels) + 1 if params.labels else 0)
@@ -161,6 +178,37 @@ def assemble(config: Config, extra_sinks: list[Sink] | None = None,
             if aligned is not params.labels:
                 params = finish_params(config, models, aligned)
         preprocessor = Preprocessor(loaded.manifest.input, model.inputs[0], loaded.backend.input_shape)
+        first_inference(loaded, decoder)
+    except BaseException:
+        loaded.backend.close()
+        raise
+    return Prepared(models, params, loaded, decoder, preprocessor)
+
+
+def assemble(config: Config, extra_sinks: list[Sink] | None = None,
+             stats: PipelineStats | None = None,
+             wrap_source: Callable[[Source], Source] | None = None,
+             prepared: Prepared | None = None) -> Assembly:
+    """Open the source, load the model (unless ``prepared``) and build the pipeline (not started).
+
+    Cheap checks (device string, manifest, labels, the source itself) come before the model loads.
+    """
+    if prepared is None:
+        models, params = check(config)
+    else:
+        models, params = prepared.models, prepared.params
+    source = make_source(config.source)
+    camera = source if hasattr(source, "set_model_size") else None
+    if camera is not None:   # picamera2: the ISP scales a lores stream (main's aspect ratio) for the model
+        camera.set_model_size(*model_input_size(models), letterbox=models.manifest.input.resize == "letterbox")
+    if wrap_source is not None:  # e.g. the service's ReconnectingSource
+        source = wrap_source(source)
+    source.open()
+    try:
+        prepared = prepared or prepare(config, models, params)
+        loaded, decoder, params = prepared.loaded, prepared.decoder, prepared.params
+        model = loaded.model
+        preprocessor = prepared.preprocessor
         if camera is not None:   # the model gets the lores picture, boxes come back in main-stream pixels
             preprocessor = camera.wrap_preprocessor(preprocessor)
         stats = stats or PipelineStats()

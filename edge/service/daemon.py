@@ -98,7 +98,7 @@ class Daemon:
             self.notifier.ready(status_line(snap))
         self.watchdog()
 
-    def _assemble(self, config: Config):
+    def _assemble(self, config: Config, prepared=None):
         from edge.app import assemble
         from edge.runtime.failover import wrap_for_failover
 
@@ -117,7 +117,7 @@ class Daemon:
         self.notifier.extend_timeout(config.service.load_timeout)
         self.notifier.status(f"loading {config.model.path or 'the default model'}")
         note_appending(config.output.jsonl)
-        assembly = assemble(config, stats=self.stats, wrap_source=wrap)
+        assembly = assemble(config, stats=self.stats, wrap_source=wrap, prepared=prepared)
         pipeline = assembly.pipeline
         pipeline.backend = wrap_for_failover(assembly.loaded, config, self.stats)
         self.stats.backend = pipeline.backend.name
@@ -152,25 +152,41 @@ class Daemon:
         return True
 
     def _reload(self, config: Config, assembly):
-        """Returns the (config, assembly) that runs after a SIGHUP."""
+        """Returns the (config, assembly) that runs after a SIGHUP.
+
+        A transaction: the new configuration is read and checked, and its model loaded and run once,
+        while the running pipeline goes on; whatever fails there (an EdgeError or anything else a
+        broken model or manifest raises) keeps the running pipeline, logged, in STATUS and counted.
+        Only then is the old pipeline stopped and the new one started on the prepared model.
+        """
+        from edge.app import check, prepare
+
         self._reload_requested = False
         try:
             new = self.load_config()
             precheck(new)
-        except EdgeError as exc:
-            log.error("reload refused, keeping the running configuration: %s", exc)
-            self.notifier.status(f"reload refused ({exc.message}); running the previous configuration")
+            self.notifier.status("reload: loading the new model while the running one goes on")
+            prepared = prepare(new, *check(new))
+        except Exception as exc:   # the transaction's boundary: nothing may kill the running pipeline
+            reason = exc.message if isinstance(exc, EdgeError) else f"unexpected {type(exc).__name__}: {exc}"
+            log.error("reload refused, keeping the running configuration: %s", exc,
+                      exc_info=not isinstance(exc, EdgeError))
+            self.stats.count("reloads_refused")
+            self.notifier.status(f"reload refused ({reason}); running the previous configuration")
             return config, assembly
         self.notifier.reloading()
         if not self._halt(assembly):
+            prepared.close()
             raise SystemExit(1)
         try:
-            assembly = self._assemble(new)
+            assembly = self._assemble(new, prepared)
             config = new
             self.reloads += 1
             log.info("configuration reloaded (#%d)", self.reloads)
-        except EdgeError as exc:
+        except EdgeError as exc:      # e.g. the new source does not open: back to the old configuration
             log.error("reload failed, going back to the previous configuration: %s", exc)
+            self.stats.count("reloads_refused")
+            prepared.close()
             assembly = self._assemble(config)
         self._start(assembly)
         self.notifier.ready(f"reloaded; {status_line(self.stats.snapshot())}")

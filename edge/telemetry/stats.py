@@ -20,14 +20,17 @@ STAGES = ("preprocess", "invoke", "postprocess", "publish", "end_to_end", "frame
 
 # Named event counters, exported as ``edge_<name>_total``; PipelineStats.count(name) increments one.
 # COUNTER_HELP describes them for exporters. Every counter is declared here, in one place.
-COUNTERS = ["captured", "dropped", "inferred", "published", "reconnects", "tpu_fallbacks", "corrupt"]
+COUNTERS = ["captured", "dropped", "inferred", "published", "reconnects", "tpu_fallbacks", "corrupt",
+            "reloads_refused"]
 COUNTER_HELP = {"captured": "Frames delivered by the source.",
                 "dropped": "Frames replaced by a newer one before inference took them.",
                 "inferred": "Frames the model ran on.",
                 "published": "Frames whose results reached every sink.",
                 "reconnects": "Times the source was reopened after its end, an unplug or a read error.",
                 "tpu_fallbacks": "Times inference moved from the Edge TPU to the CPU twin.",
-                "corrupt": "Frames or images that did not decode and were skipped."}
+                "corrupt": "Frames or images that did not decode and were skipped.",
+                "reloads_refused": "Reloads (SIGHUP) whose configuration or model did not load: the running "
+                                   "pipeline was kept."}
 
 # Upper bounds (seconds) of the cumulative latency histograms, Prometheus-style (+Inf implied).
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

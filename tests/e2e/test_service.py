@@ -111,12 +111,14 @@ def test_sighup_with_a_broken_config_keeps_the_running_one(tmp_path, listener, i
         pings = len(listener.having("WATCHDOG", "1"))
         listener.wait_for("WATCHDOG", "1", count=pings + 2, proc=daemon)   # frames still flow
         assert any("reload refused" in m.get("STATUS", "") for _, m in listener.messages)
+        assert not listener.having("RELOADING", "1")         # the running pipeline was never stopped
 
-        # Valid, but fails to load (an Edge TPU model, no Edge TPU, no CPU twin): back to the running one.
+        # Valid, but fails to load (an Edge TPU model, no Edge TPU, no CPU twin): refused before the
+        # running pipeline is touched (the new model is loaded beside it).
         compiled = fake_edgetpu_model(int8_model, tmp_path / "alone_edgetpu.tflite")
         config.write_text(f'[model]\npath = "{compiled}"\n[output]\njsonl = ""\n')
         daemon.signal(signal.SIGHUP)
-        daemon.wait_log("reload failed, going back to the previous configuration")
+        wait_for(lambda: daemon.log().count("reload refused, keeping the running configuration") == 2, 60)
         assert "compiled for the Edge TPU and no Edge TPU found" in daemon.log()
         pings = len(listener.having("WATCHDOG", "1"))
         listener.wait_for("WATCHDOG", "1", count=pings + 2, proc=daemon)
@@ -125,11 +127,70 @@ def test_sighup_with_a_broken_config_keeps_the_running_one(tmp_path, listener, i
         daemon.signal(signal.SIGHUP)
         daemon.wait_log("configuration reloaded (#1)")
         listener.wait_for("RELOADING", "1", proc=daemon)
-        listener.wait_for("READY", "1", count=3, proc=daemon)   # start, the fall-back, the reload
+        listener.wait_for("READY", "1", count=2, proc=daemon)   # start and the reload: the refusals never stopped it
+        assert len(listener.having("RELOADING", "1")) == 1
         deadline = time.monotonic() + 30
         while not (tmp_path / "after.jsonl").exists() or not (tmp_path / "after.jsonl").read_text():
             assert time.monotonic() < deadline, daemon.log()
             time.sleep(0.1)
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
+
+
+def _bad_model_dirs(root, model_dir) -> dict[str, object]:
+    """One model directory per class of bad manifest or model the hostile-input review fed to reloads."""
+    import shutil
+
+    cases = {}
+
+    def variant(name, edit=None, model_bytes=None, extra=None):
+        d = root / name
+        d.mkdir()
+        for f in ("ssdlite_mobilenet_v2_person_int8.tflite", "labels.txt"):
+            shutil.copy(model_dir / f, d / f)
+        manifest = json.loads((model_dir / "manifest.json").read_text())
+        manifest["models"].pop("float", None)
+        if edit:
+            edit(manifest)
+        (d / "manifest.json").write_text(json.dumps(manifest))
+        if model_bytes is not None:
+            (d / "ssdlite_mobilenet_v2_person_int8.tflite").write_bytes(model_bytes)
+        cases[name] = d
+
+    model = (model_dir / "ssdlite_mobilenet_v2_person_int8.tflite").read_bytes()
+    variant("provenance_not_an_object", lambda m: m.update(provenance="abc"))
+    variant("width_a_string", lambda m: m["input"].update(width="300"))
+    variant("unknown_layout", lambda m: m["output"].update(layout="yolov9"))
+    variant("labels_outside", lambda m: m.update(labels="../../../etc/passwd"))
+    variant("anchor_stride_zero", lambda m: m.update(output={
+        "layout": "ssd_anchors", "anchor_options": {"num_layers": 1, "min_scale": 0.2, "max_scale": 0.9,
+                                                    "input_size_width": 300, "input_size_height": 300,
+                                                    "strides": [0]}}))
+    variant("truncated_model", model_bytes=model[:len(model) // 2])
+    variant("nan_threshold", lambda m: m["output"].update(max_detections=float("nan")))
+    return cases
+
+
+def test_every_bad_reload_keeps_the_running_pipeline(tmp_path, listener, model_dir):
+    """Reload is a transaction: each bad manifest or model is refused while frames keep flowing,
+    counted in edge_reloads_refused_total, and the process never restarts."""
+    config = tmp_path / "edge.toml"
+    config.write_text('[output]\njsonl = ""\n')
+    daemon = _daemon(tmp_path, listener, "--config", str(config), watchdog_usec=1_000_000)
+    cases = _bad_model_dirs(tmp_path, model_dir)
+    try:
+        listener.wait_for("READY", "1", proc=daemon)
+        for i, (name, directory) in enumerate(cases.items(), start=1):
+            config.write_text(f'[model]\npath = "{directory}"\n[output]\njsonl = ""\n')
+            daemon.signal(signal.SIGHUP)
+            wait_for(lambda: daemon.log().count("reload refused, keeping the running configuration") == i, 60,
+                     what=f"the refusal of {name}")
+            pings = len(listener.having("WATCHDOG", "1"))
+            listener.wait_for("WATCHDOG", "1", count=pings + 2, proc=daemon)      # frames still flow
+        assert not listener.having("RELOADING", "1")
+        assert "Traceback" not in daemon.log()
+        assert "root:x:0:0" not in daemon.log()                                 # no file content echoed
         assert daemon.stop() == 0
     finally:
         daemon.kill()
