@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # Debian packages that tests run for real (servers, browsers, tools). Installed when missing and
 # this runs as root (CI); otherwise the tests that need them say which package to install.
-APT_PACKAGES=(ffmpeg systemd python3-seccomp mosquitto chromium rsync openssh-client openssh-server python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good)
+APT_PACKAGES=(ffmpeg systemd python3-seccomp mosquitto chromium rsync openssh-client openssh-server python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good qemu-user-static binfmt-support debootstrap systemd-container)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
