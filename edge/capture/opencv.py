@@ -31,8 +31,24 @@ from edge.errors import SourceError  # noqa: E402
 from edge.telemetry.stats import LogLimiter, count_process  # noqa: E402
 
 log = logging.getLogger(__name__)
-if "OPENCV_LOG_LEVEL" not in os.environ:    # OpenCV's own "[ WARN:0@0.3] global cap.cpp…" lines duplicate our errors
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
+def _quiet_opencv() -> None:
+    """OpenCV's own "[ WARN:0@0.3] global cap.cpp…" lines duplicate our errors: errors only, unless the
+    user set OPENCV_LOG_LEVEL. OpenCV 5 has ``cv2.utils.logging``; 4.x (4.11 is what Raspberry Pi OS
+    bookworm's numpy<2 pin resolves to) has only ``cv2.setLogLevel`` (2 = LOG_LEVEL_ERROR)."""
+    if "OPENCV_LOG_LEVEL" in os.environ:
+        return
+    utils_logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if utils_logging is not None and hasattr(utils_logging, "setLogLevel"):
+        utils_logging.setLogLevel(utils_logging.LOG_LEVEL_ERROR)
+    elif hasattr(cv2, "setLogLevel"):
+        cv2.setLogLevel(2)      # cv::utils::logging::LOG_LEVEL_ERROR
+    else:
+        log.debug("OpenCV %s has no log-level setting: its warnings stay on", cv2.__version__)
+
+
+_quiet_opencv()
 libav_log = logging.getLogger("edge.capture.libav")
 
 AV_LOG_QUIET, AV_LOG_ERROR, AV_LOG_WARNING = -8, 16, 24

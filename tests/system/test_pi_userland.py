@@ -262,8 +262,6 @@ def test_tflite_runtime_fallback_with_numpy_1(picamera2_venv):
 
 
 @BOOKWORM
-@pytest.mark.xfail(strict=True, reason="edge/capture/opencv.py calls cv2.utils.logging, which opencv-python-headless "
-                   "4.11.0.86 (what bookworm's numpy<2 pin resolves to) does not have: AttributeError")
 def test_picamera2_route_runs_files_and_usb_cameras_too(picamera2_venv):
     """The same venv reads the sample clip (capture/opencv.py, as for --source 0)."""
     land = picamera2_venv
