@@ -176,7 +176,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         from edge.runtime.backend import TFLiteBackend
         from edge.runtime.interpreter import load_runtime
 
-        backend = TFLiteBackend(read_model(cpu_model), load_runtime(cfg.runtime), threads=1)
+        try:
+            runtime = load_runtime(cfg.runtime)
+        except EdgeError as exc:     # the runtime listing above already says why; edge info goes on
+            print(f"  XNNPACK on the CPU ({cpu_model.name}): not measured, no runtime loads ({exc.message})")
+            return 0
+        backend = TFLiteBackend(read_model(cpu_model), runtime, threads=1)
         share = backend.xnnpack.describe() if backend.xnnpack is not None else "not measurable with this runtime"
         backend.close()
         print(f"  XNNPACK on the CPU ({cpu_model.name}): {share}")
