@@ -13,7 +13,8 @@ from typing import Callable
 from edge.capture import Source, make_source
 from edge.config import Config
 from edge.errors import ModelError
-from edge.pipeline import Pipeline, Sink
+from edge.pipeline import Pipeline
+from edge.results import Sink
 from edge.runtime import edgetpu, loader
 from edge.runtime.interpreter import first_line
 from edge.telemetry.jsonl import JsonlSink

@@ -13,55 +13,15 @@ import traceback
 from typing import Callable
 
 from edge import __version__, config as configuration
+from edge.cli_flags import RUN_FLAGS, SHARED_FLAGS, add_model_flags
 from edge.errors import EdgeError
 
 log = logging.getLogger("edge")
 
-# flag dest -> (section, key); flags left unset do not override the config file
-RUN_FLAGS = {
-    "model": ("model", "path"), "manifest": ("model", "manifest"), "labels": ("model", "labels"),
-    "device": ("model", "device"), "threads": ("model", "threads"), "runtime": ("model", "runtime"),
-    "allow_float": ("model", "allow_float"), "layout": ("model", "layout"),
-    "input_mean": ("model", "input_mean"), "input_std": ("model", "input_std"), "colour": ("model", "colour"),
-    "resize": ("model", "resize"),
-    "source": ("source", "uri"), "realtime": ("source", "realtime"), "loop": ("source", "loop"),
-    "width": ("source", "width"), "height": ("source", "height"), "fps": ("source", "fps"),
-    "score_threshold": ("detect", "score_threshold"), "max_detections": ("detect", "max_detections"),
-    "iou_threshold": ("detect", "iou_threshold"),
-    "classes": ("detect", "classes"),
-    "jsonl": ("output", "jsonl"), "live": ("output", "live"), "max_frames": ("output", "max_frames"),
-    "prometheus": ("prometheus", "port"), "mqtt": ("mqtt", "host"), "mqtt_prefix": ("mqtt", "prefix"),
-    "web": ("web", "port"), "power": ("power", "source"),
-}
-# flags that set the same key in several sections (both servers)
-SHARED_FLAGS = {"web_auth": (("web", "auth_file"), ("prometheus", "auth_file")),
-                "insecure_listen": (("web", "insecure_listen"), ("prometheus", "insecure_listen"))}
-
-
-def _add_model_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model")
-    g.add_argument("--model", "-m", help="a .tflite file or a model directory (default: the embedded "
-                                         "SSDLite person detector)")
-    g.add_argument("--manifest", help="manifest JSON for the model (default: found next to it)")
-    g.add_argument("--labels", help="labels file (overrides the manifest)")
-    g.add_argument("--device", "-d", help="auto | cpu | edgetpu[:usb|:pci][:N] (default auto)")
-    g.add_argument("--threads", type=int, help="CPU threads for the interpreter (default: one per core)")
-    g.add_argument("--runtime", help="auto | ai-edge-litert | tflite-runtime | tensorflow")
-    g.add_argument("--allow-float", action="store_const", const=True, dest="allow_float",
-                   help="run a float model on the CPU without the warning that int8 would be faster")
-    g.add_argument("--layout", help="output layout: auto | ssd_postprocess | yolov8 | yolov11 | yolov5 | "
-                                    "ssd_anchors | classification (default auto)")
-    g.add_argument("--input-mean", metavar="M", help="input normalisation real = (pixel - M) / S: one number or "
-                                                     "R,G,B (default: manifest, model metadata, raw uint8 pixels)")
-    g.add_argument("--input-std", metavar="S", help="input normalisation std (with --input-mean)")
-    g.add_argument("--colour", help="channel order the model takes: RGB | BGR (default: manifest, metadata, RGB)")
-    g.add_argument("--resize", help="stretch | letterbox | crop (default: manifest, letterbox for Ultralytics "
-                                    "detectors, crop for their classifiers, stretch)")
-
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", help="TOML configuration file (flags override it)")
-    _add_model_flags(p)
+    add_model_flags(p)
     g = p.add_argument_group("source")
     g.add_argument("--source", "-s", help="sample | video file | image folder | camera index or /dev/videoN | "
                                           "rtsp:// or http:// URL | picamera2 (default: sample)")
@@ -223,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
     info = sub.add_parser("info", parents=[common], help="runtimes, Edge TPUs, and what a model is")
     info.add_argument("--config", "-c", help="TOML configuration file")
-    _add_model_flags(info)
+    add_model_flags(info)
     info.set_defaults(func=cmd_info)
     cfg = sub.add_parser("config", parents=[common], help="every configuration key, its default and meaning")
     cfg.set_defaults(func=cmd_config)
@@ -237,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     from edge.bench.cli import add_bench_flags, cmd_bench
     bench = sub.add_parser("bench", parents=[common], help="benchmark: raw invoke statistics per backend, the "
                                                            "pipeline, the serial loop, a simulated accelerator")
-    _add_model_flags(bench)
+    add_model_flags(bench)
     add_bench_flags(bench)
     bench.set_defaults(func=cmd_bench)
     parser.commands = tuple(sub.choices)

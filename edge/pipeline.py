@@ -18,14 +18,14 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable
 
 import numpy as np
 
 from edge.capture.base import END, CaptureThread, Frame, FrameSlot, Source
+from edge.results import FrameResult, Sink, Timings
 from edge.runtime.backend import Backend, copy_input
 from edge.telemetry.stats import PipelineStats
-from edge.vision.decode import Detection
 from edge.vision.guard import InputGuard
 from edge.vision.preprocess import Preprocessor, Transform
 
@@ -33,44 +33,6 @@ from edge.vision.preprocess import Preprocessor, Transform
 Postprocess = Callable[[tuple[np.ndarray, ...], Transform], tuple]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Timings:
-    """time.monotonic_ns() marks of one frame through the pipeline."""
-
-    captured: int
-    taken: int          # inference thread took the frame; preprocessing starts
-    invoke_start: int
-    invoke_end: int
-    decoded: int
-    published: int = 0
-    prepare_ns: int = 0  # preprocessing done before the inference thread took the frame (capture thread)
-
-    def stages(self) -> dict[str, float]:
-        """Seconds per stage, as recorded in histograms."""
-        return {"frame_age": (self.taken - self.captured) / 1e9,
-                "preprocess": (self.prepare_ns + self.invoke_start - self.taken) / 1e9,
-                "invoke": (self.invoke_end - self.invoke_start) / 1e9,
-                "postprocess": (self.decoded - self.invoke_end) / 1e9,
-                "publish": (self.published - self.decoded) / 1e9,
-                "end_to_end": (self.published - self.captured) / 1e9}
-
-
-@dataclass(frozen=True, slots=True)
-class FrameResult:
-    frame: Frame
-    detections: tuple[Detection, ...]
-    timings: Timings
-    backend: str
-
-
-class Sink(Protocol):
-    """Receives every processed frame, in order, on the post-processing thread."""
-
-    def publish(self, result: FrameResult) -> None: ...
-
-    def close(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

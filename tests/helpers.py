@@ -16,7 +16,7 @@ def frame_result(index: int = 0, labels: tuple[str, ...] = ("person",)):
     import numpy as np
 
     from edge.capture.base import Frame
-    from edge.pipeline import FrameResult, Timings
+    from edge.results import FrameResult, Timings
     from edge.vision.decode.base import Detection
     frame = Frame(np.zeros((48, 64, 3), np.uint8), index, 1.7e9 + index, 0)
     dets = tuple(Detection(label, 0, 0.9, (1.0, 2.0, 30.0, 40.0)) for label in labels)

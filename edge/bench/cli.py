@@ -50,8 +50,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from edge.bench import report as reports
     from edge.bench.raw import parse_threads
     from edge.bench.runner import Options, run
-
-    from edge.cli import RUN_FLAGS
+    from edge.cli_flags import RUN_FLAGS
 
     # The model flags are edge run's (edge.cli adds them); the cold-start process gets them back.
     model_flags = {dest: where for dest, where in RUN_FLAGS.items() if where[0] == "model"}

@@ -19,7 +19,7 @@ from typing import Callable
 
 from edge.app import assemble, make_sinks
 from edge.bench.passes import PassResult, RecordingStats, steady_fps, summarize_stages
-from edge.bench.power import PowerSampler
+from edge.bench.energy import PowerSampler
 from edge.bench.raw import fill_input, invoke_samples
 from edge.bench.serial import serial_pass
 from edge.bench.statistics import Summary, ratio, summarize

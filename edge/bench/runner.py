@@ -21,7 +21,7 @@ from edge import __version__
 from edge.bench import raw as rawmode
 from edge.bench.coldstart import measure_cold_start
 from edge.bench.pipeline import Round, bench_config, median_ratios, reference_frame, run_round
-from edge.bench.power import Energy, PowerSampler, make_reader
+from edge.bench.energy import Energy, PowerSampler, make_reader
 from edge.config import Config, merge
 from edge.errors import ConfigError
 from edge.runtime import loader

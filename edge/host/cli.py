@@ -98,10 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      "ssd_postprocess, classification (default: all)")
     p.set_defaults(func=cmd_build_test_models)
 
-    from edge.host import model_tools_cli
-    model_tools_cli.register(sub)   # quantize, qat, evaluate
-    from edge.host import cli_edgetpu
-    cli_edgetpu.register(sub)       # check-edgetpu, compile, bundle, deploy
+    from edge.host import cli_quantize_eval
+    cli_quantize_eval.register(sub)   # quantize, qat, evaluate
+    from edge.host import cli_compile_deploy
+    cli_compile_deploy.register(sub)       # check-edgetpu, compile, bundle, deploy
     return parser
 
 

@@ -674,7 +674,7 @@ def _anchor_output(options: QuantizeOptions, float_info: ModelInfo) -> dict:
     """The ``ssd_anchors`` output table from ``--anchor-options``: a JSON file of
     SsdAnchorsCalculatorOptions, or a manifest (its ``output`` table, which must give
     ``anchor_options`` or ``anchors``). The anchor count must match the model's outputs."""
-    from edge.vision.decode.anchors import AnchorOptions, generate
+    from edge.vision.decode.mediapipe_anchors import AnchorOptions, generate
     path = Path(options.anchor_options)
     try:
         table = json.loads(path.read_text(encoding="utf-8"))

@@ -37,7 +37,7 @@ from edge.host.calibration import representative_dataset
 from edge.host.tf import tensorflow
 from edge.runtime.manifest import FORMAT, InputSpec
 from edge.runtime.model import read_model
-from edge.vision.decode import anchors as anchor_gen
+from edge.vision.decode import mediapipe_anchors as anchor_gen
 from edge.vision.decode.base import dequantize
 from edge.vision.preprocess import Preprocessor
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from edge.pipeline import FrameResult
+from edge.results import FrameResult
 from edge.service.notify import Notifier
 from edge.telemetry.stats import PipelineStats, Snapshot
 

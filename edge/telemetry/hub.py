@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from edge.pipeline import FrameResult
-from edge.telemetry.report import stats_payload
+from edge.results import FrameResult
+from edge.telemetry.stats_payload import stats_payload
 from edge.telemetry.stats import PipelineStats
 from edge.telemetry.system import SystemMonitor
 

@@ -5,7 +5,7 @@ back to the last complete line), so every line in the file is valid JSON even if
 killed mid-run or the disk fills; a line that cannot be written is dropped and counted, never raised.
 With ``max_bytes`` the file rotates by size (``file`` → ``file.1`` → … ``file.N``, the oldest
 dropped) before a line would make it larger; with ``stats_interval`` a
-stats line (``{"type": "stats", …}``, see :mod:`edge.telemetry.report`) is written that often and
+stats line (``{"type": "stats", …}``, see :mod:`edge.telemetry.stats_payload`) is written that often and
 once at the end.
 
     {"ts": 1763900000.123, "frame": 42, "source": "bikes.mp4", "width": 640, "height": 272,
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from edge.errors import ConfigError
-from edge.pipeline import FrameResult
+from edge.results import FrameResult
 from edge.telemetry.stats import LogLimiter
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import TextIO
 
-from edge.pipeline import FrameResult
+from edge.results import FrameResult
 from edge.telemetry.stats import PipelineStats, Snapshot
 from edge.telemetry.system import SystemMonitor, SystemSample
 

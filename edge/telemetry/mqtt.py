@@ -42,7 +42,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.errors import ConfigError
-from edge.pipeline import FrameResult
+from edge.results import FrameResult
 from edge.telemetry.jsonl import event_line
 from edge.telemetry.stats import LogLimiter, PipelineStats
 from edge.web.security import check_private, read_secret

@@ -5,7 +5,7 @@ Routes:
 - ``/``: the page (:mod:`edge.web.page`): the stream, current stats and a latency chart.
 - ``/stream.mjpg``: the annotated frames as MJPEG (``multipart/x-mixed-replace``), at most ``fps``.
 - ``/snapshot.jpg``: the latest annotated frame.
-- ``/stats``: the stats payload as JSON (:func:`edge.telemetry.report.stats_payload`).
+- ``/stats``: the stats payload as JSON (:func:`edge.telemetry.stats_payload.stats_payload`).
 
 The pipeline's post-processing thread only hands over a reference to the latest result
 (:meth:`WebServer.publish`); drawing and JPEG encoding happen on the viewers' threads, once per
@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from edge.errors import ConfigError
-from edge.pipeline import FrameResult
+from edge.results import FrameResult
 from edge.telemetry.stats import LogLimiter, PipelineStats
 from edge.vision.decode.base import Detection
 from edge.web.page import PAGE

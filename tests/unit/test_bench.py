@@ -11,7 +11,7 @@ import pytest
 from edge.bench import report as reports
 from edge.bench.passes import steady_fps
 from edge.bench.pipeline import median_ratios
-from edge.bench.power import PowerSampler, make_reader
+from edge.bench.energy import PowerSampler, make_reader
 from edge.bench.raw import Variant, parse_threads
 from edge.bench.runner import Options
 from edge.bench.statistics import ratio, summarize

@@ -10,8 +10,7 @@ from edge.errors import ModelError
 from edge.runtime.manifest import Manifest
 from edge.runtime.model import ModelInfo, Quantization, Signature, TensorInfo
 from edge.vision.decode import DecodeParams, FinishParams, identify_layout, make_decoder, make_postprocess
-from edge.vision.decode.anchors import AnchorOptions, generate
-from edge.vision.decode.nms import batched_nms, iou, nms
+from edge.vision.decode.mediapipe_anchors import AnchorOptions, generate
 from edge.vision.preprocess import Transform
 
 IDENTITY = Transform(100, 100, 100, 100, 1.0, 1.0, 0.0, 0.0)
@@ -29,17 +28,6 @@ def out(shape, type_="FLOAT32", q=None, name="out", index=0):
 
 def manifest(**output):
     return Manifest(path=None, name="m", output=output)
-
-
-def test_iou_and_nms_by_hand():
-    boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [20, 20, 30, 30], [0, 0, 10, 10]], np.float32)
-    assert iou(boxes[0], boxes[1:]).tolist() == pytest.approx([90 / 110, 0.0, 1.0])
-    scores = np.array([0.9, 0.8, 0.7, 0.95])
-    assert nms(boxes, scores, 0.5).tolist() == [3, 2]           # 0 and 1 overlap 3 by > 0.5
-    assert nms(boxes, scores, 0.95).tolist() == [3, 1, 2]       # 0 equals 3 (IoU 1.0 > 0.95)
-    assert nms(boxes, scores, 0.5, max_output=1).tolist() == [3]
-    # Class-aware: the same box in another class survives.
-    assert batched_nms(boxes, scores, np.array([0, 1, 0, 0]), 0.5).tolist() == [3, 1, 2]
 
 
 def test_mediapipe_face_detection_anchors():

@@ -19,7 +19,7 @@ from edge.errors import ConfigError, ModelError
 from edge.runtime import manifest as manifest_mod
 from edge.runtime.manifest import load_manifest
 from edge.runtime.model import read_model
-from edge.vision.decode.anchors import AnchorOptions
+from edge.vision.decode.mediapipe_anchors import AnchorOptions
 from edge.vision.labels import load_labels
 
 

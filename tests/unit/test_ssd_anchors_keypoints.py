@@ -11,7 +11,7 @@ from edge.errors import ModelError
 from edge.runtime.manifest import Manifest
 from edge.runtime.model import ModelInfo, TensorInfo
 from edge.vision.decode import DecodeParams, FinishParams, finish, identify_layout, make_decoder
-from edge.vision.decode.anchors import AnchorOptions, generate
+from edge.vision.decode.mediapipe_anchors import AnchorOptions, generate
 from edge.vision.decode.mediapipe_presets import PRESETS, find_preset, preset_labels
 from edge.vision.preprocess import Transform
 

@@ -12,7 +12,7 @@ from edge.telemetry import stats as stats_mod
 from edge.telemetry.jsonl import JsonlSink
 from edge.telemetry.live import format_line
 from edge.telemetry.process import ProcessReader
-from edge.telemetry.report import stats_payload
+from edge.telemetry.stats_payload import stats_payload
 from edge.telemetry.stats import PipelineStats
 from edge.telemetry.system import SystemMonitor
 from tests.helpers import frame_result as result

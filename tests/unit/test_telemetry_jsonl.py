@@ -10,7 +10,7 @@ import time
 CHILD = r"""
 import sys, numpy as np
 from edge.capture.base import Frame
-from edge.pipeline import FrameResult, Timings
+from edge.results import FrameResult, Timings
 from edge.telemetry.jsonl import JsonlSink
 from edge.vision.decode.base import Detection
 sink = JsonlSink(sys.argv[1], "cam", max_bytes=20000, backups=2)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edge.capture.base import Frame
-from edge.pipeline import FrameResult, Timings
+from edge.results import FrameResult, Timings
 from edge.telemetry.stats import PipelineStats
 from edge.vision.decode.base import Classification, Detection
 from edge.web.server import BOX_BGR, WebServer, annotate

@@ -2,7 +2,7 @@
 
 The anchors are stored in the manifest (``anchors``, [N, 4] y_center, x_center, height, width,
 as ``edge-host export-ssd --postprocess raw`` writes them) or generated from MediaPipe
-SsdAnchorsCalculator options (``anchor_options``, see :mod:`edge.vision.decode.anchors`).
+SsdAnchorsCalculator options (``anchor_options``, see :mod:`edge.vision.decode.mediapipe_anchors`).
 Boxes follow the TF Object Detection API box coder (``box_order = "yxhw"``, ``exp_box_size``)
 or MediaPipe's (``"xywh"``, linear sizes); ``box_scales`` are (y, x, h, w) divisors. Scores are
 ``sigmoid`` (logits optionally clipped to ±``score_clipping_thresh`` first, as MediaPipe does),
@@ -30,7 +30,7 @@ import numpy as np
 from edge.errors import ModelError
 from edge.runtime.manifest import Manifest
 from edge.runtime.model import ModelInfo, TensorInfo
-from edge.vision.decode import anchors as anchor_gen
+from edge.vision.decode import mediapipe_anchors as anchor_gen
 from edge.vision.decode import mediapipe_presets as presets
 from edge.vision.decode.base import EMPTY, DecodeParams, RawDetections, dequantize, first_set, output_params
 from edge.vision.decode.nms import batched_nms

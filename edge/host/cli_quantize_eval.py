@@ -32,7 +32,7 @@ def _triple(text: str) -> tuple[float, float, float]:
 
 
 def positive_int(text: str) -> int:
-    """argparse type: a positive integer (shared with :mod:`edge.host.cli_edgetpu`)."""
+    """argparse type: a positive integer (shared with :mod:`edge.host.cli_compile_deploy`)."""
     try:
         value = int(text)
     except ValueError:

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from edge.errors import ConfigError
-from edge.host.model_tools_cli import positive_int
+from edge.host.cli_quantize_eval import positive_int
 
 log = logging.getLogger("edge.host")
 
