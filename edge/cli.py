@@ -83,7 +83,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     log.info("source %s, model %s, %s", pipeline.source.name, assembly.loaded.model.path.name,
              assembly.loaded.reason)
     if config.output.jsonl:
-        log.info("writing detection events to %s", config.output.jsonl)
+        from edge.service.daemon import note_appending
+        if not note_appending(config.output.jsonl):
+            log.info("writing detection events to %s", config.output.jsonl)
 
     def _stop(signum, _frame):
         log.info("%s received: finishing frames in flight", signal.Signals(signum).name)
@@ -231,6 +233,15 @@ def one_line(text: str, limit: int = 500) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
+def _error_line(text: str) -> None:
+    """The one error line on stderr; under systemd with the journal's ``<3>`` (err) priority prefix,
+    so ``journalctl -p err`` shows why the service would not start."""
+    from edge.service.journal import stream_is_journal
+
+    prefix = "<3>" if stream_is_journal(sys.stderr) else ""
+    print(prefix + text, file=sys.stderr)
+
+
 def guarded(prog: str, func: Callable[[argparse.Namespace], int], args: argparse.Namespace, verbose: int) -> int:
     """Run ``func(args)``: an error the user can act on prints one line and its exit code (2); any
     other exception is a bug or an input nothing checked yet, and still prints one line naming it,
@@ -238,7 +249,7 @@ def guarded(prog: str, func: Callable[[argparse.Namespace], int], args: argparse
     try:
         return func(args)
     except EdgeError as exc:
-        print(f"{prog}: error: {one_line(str(exc))}", file=sys.stderr)
+        _error_line(f"{prog}: error: {one_line(str(exc))}")
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
@@ -247,8 +258,8 @@ def guarded(prog: str, func: Callable[[argparse.Namespace], int], args: argparse
         if verbose:
             traceback.print_exception(exc, file=sys.stderr)
         hint = "the traceback is above" if verbose else "run with -v for the traceback"
-        print(f"{prog}: error: unexpected {type(exc).__name__}: {one_line(str(exc)) or '(no message)'} "
-              f"({hint}; please report it)", file=sys.stderr)
+        _error_line(f"{prog}: error: unexpected {type(exc).__name__}: {one_line(str(exc)) or '(no message)'} "
+                    f"({hint}; please report it)")
         return 2
 
 

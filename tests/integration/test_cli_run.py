@@ -137,3 +137,29 @@ def test_the_person_detector_copied_alone_finds_what_it_finds_with_its_manifest(
     assert {d["label"] for e in bare for d in e["detections"]} == {"0"}            # no labels beside it
     (tmp_path / "labels.txt").write_text("person\n")
     assert {d["label"] for e in frames("-m", str(alone)) for d in e["detections"]} == {"person"}
+
+
+def test_a_second_run_says_it_appends(tmp_path):
+    args = ("run", "--max-frames", "40", "--as-fast-as-possible", "--jsonl", "events.jsonl")
+    first = run_edge(*args, cwd=tmp_path)
+    second = run_edge(*args, cwd=tmp_path)
+    assert first.returncode == second.returncode == 0, second.stderr
+    assert "appending" not in first.stderr
+    assert "appending detection events to events.jsonl, which already holds" in second.stderr
+
+
+def test_the_error_line_carries_the_journal_priority_under_systemd(tmp_path):
+    """journald reads a leading <3> as priority err (sd-daemon(3)); JOURNAL_STREAM names stderr's
+    device:inode when stderr is the journal stream. Here stderr is a file standing in for it."""
+    import os
+    import subprocess
+    import sys
+
+    err = tmp_path / "stderr"
+    with open(err, "w") as f:
+        st = os.fstat(f.fileno())
+        env = {**os.environ, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+        rc = subprocess.run([sys.executable, "-m", "edge.cli", "run", "-m", str(tmp_path / "nope.tflite")],
+                            stderr=f, stdout=subprocess.DEVNULL, env=env, timeout=120).returncode
+    assert rc == 2
+    assert err.read_text().splitlines()[-1].startswith("<3>edge: error: model file")
