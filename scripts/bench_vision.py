@@ -31,6 +31,7 @@ from edge.resources import sample_clip  # noqa: E402
 from edge.runtime.manifest import InputSpec, Manifest  # noqa: E402
 from edge.runtime.model import ModelInfo, Quantization, TensorInfo  # noqa: E402
 from edge.vision.decode import DecodeParams, make_decoder  # noqa: E402
+from edge.vision.decode import nms as nms_module  # noqa: E402
 from edge.vision.preprocess import Preprocessor  # noqa: E402
 
 
@@ -155,11 +156,32 @@ def decode_cases(repeat: int) -> list[tuple[str, float, float]]:
     rows.append((f"raw SSD 1917 anchors × 91 classes float decode + NMS ({candidates} candidates)",
                  *timed(lambda: ssd((enc, logits)), repeat)))
 
+    rows += nms_cases(rng, repeat)
+
     cls = rng.integers(0, 256, (1, 1001)).astype(np.uint8)
     tc = TensorInfo(0, "out", (1, 1001), "UINT8", Quantization((1 / 255,), (0,)))
     classify = make_decoder(_model([tc], 224), Manifest(None, "b"), DecodeParams(max_detections=5))
     rows.append(("classification [1,1001] uint8 top-5", *timed(lambda: classify((cls,)), repeat)))
     return rows
+
+
+def nms_cases(rng, repeat: int) -> list[tuple[str, float, float]]:
+    """NMS alone on 315 boxes scattered over the frame and 80 classes, and on 315 clustered boxes."""
+    n = 315
+    centres = rng.uniform(0, 1, (n, 2))
+    sizes = rng.uniform(0.02, 0.3, (n, 2))
+    scattered = np.concatenate([centres - sizes / 2, centres + sizes / 2], 1).astype(np.float32)
+    objects = rng.uniform(0.1, 0.9, (8, 2))[rng.integers(0, 8, n)] + rng.normal(0, 0.01, (n, 2))
+    clustered = np.concatenate([objects - 0.05, objects + 0.05], 1).astype(np.float32)
+    scores = rng.uniform(0.25, 1, n).astype(np.float32)
+    classes = rng.integers(0, 80, n)
+    return [
+        (f"NMS class-aware, {n} scattered boxes, 80 classes",
+         *timed(lambda: nms_module.batched_nms(scattered, scores, classes, 0.45), repeat)),
+        (f"NMS agnostic, {n} scattered boxes", *timed(lambda: nms_module.nms(scattered, scores, 0.45), repeat)),
+        (f"NMS class-aware, {n} boxes clustered on 8 objects",
+         *timed(lambda: nms_module.batched_nms(clustered, scores, classes, 0.45), repeat)),
+    ]
 
 
 def main() -> int:
