@@ -95,11 +95,16 @@ def _run(cmd: list[str], what: str, dry_run: bool, report: list[str]) -> str:
     return proc.stdout
 
 
+# Where install-pi.sh puts edge on the device; else the first `edge` on its PATH.
+DEVICE_EDGE = "/opt/edge-detect/venv/bin/edge"
+
+
 def remote_script(target: Target, unit: str | None, action: str = "reload",
-                  trusted_keys: str = TRUSTED_KEYS) -> str:
+                  trusted_keys: str = TRUSTED_KEYS, device_edge: str | None = None) -> str:
     """The shell run on the Pi after the copy: verify (signature when trusted keys are configured,
     then checksums), swap, then ``systemctl <action> <unit>``. Nothing is swapped in unless every
     check passes; a refusal exits 3 with one line on stderr."""
+    device_edge = device_edge or DEVICE_EDGE
     path = shlex.quote(target.path)
     incoming = shlex.quote(target.path + ".incoming")
     previous = shlex.quote(target.path + ".previous")
@@ -122,6 +127,16 @@ def remote_script(target: Target, unit: str | None, action: str = "reload",
         # nothing beyond what SHA256SUMS lists (names start at column 67: 64 hex digits, two spaces)
         f"[ \"$(cut -c67- {SUMS} | LC_ALL=C sort)\" = \"$(ls -A | grep -vxE '{SUMS}|{SIG}' | LC_ALL=C sort)\" ] "
         f"|| refuse \"files not listed in {SUMS}\"",
+        # The device's own edge loads the new model (manifest, input rules, layout, interpreter) before
+        # the swap: a model it cannot run is never installed, so no restart loops into it.
+        f"EDGE={shlex.quote(device_edge)}; [ -x \"$EDGE\" ] || EDGE=$(command -v edge || true)",
+        'if [ -n "$EDGE" ]; then',
+        '  out=$("$EDGE" info -m . 2>&1 >/dev/null) '
+        '|| refuse "the device\'s edge ($EDGE) cannot load the new model: $(printf \'%s\' "$out" | tail -n 1)"',
+        '  echo "model loaded by $EDGE"',
+        "else",
+        '  echo "no edge on the device: the new model is not test-loaded before the swap"',
+        "fi",
         f"rm -rf {previous}",
         f"if [ -e {path} ]; then mv {path} {previous}; fi",
         f"mv {incoming} {path}",

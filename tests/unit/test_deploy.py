@@ -247,3 +247,40 @@ def test_local_trusted_keys_refuse_before_copying(model_dir, tmp_path, signing, 
                  "--local-trusted-keys", str(signing["allowed"]), "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "is not signed" in err and "rsync" not in err
+
+
+def test_a_model_the_devices_edge_cannot_load_is_never_swapped_in(sshd, model_dir, tmp_path, monkeypatch,
+                                                                    capsys):
+    """No trusted keys, checksums recomputed to match a truncated model: sha256sum passes, but the
+    device's own edge (here this venv's) cannot load it, so nothing is installed and the running
+    model stays (no restart into a bad file)."""
+    import hashlib
+    import sys
+    from pathlib import Path
+
+    dest = tmp_path / "pi" / "current"
+    monkeypatch.setattr(d, "DEVICE_EDGE", str(Path(sys.executable).with_name("edge")))
+    assert main(["deploy", *_args(sshd, dest), "--model-dir", str(model_dir)]) == 0
+    assert "model loaded by" in capsys.readouterr().out
+    real_run = d._run
+
+    def truncate_after_rsync(cmd, what, dry_run, report):
+        out = real_run(cmd, what, dry_run, report)
+        if cmd[0] == "rsync":
+            incoming = tmp_path / "pi" / "current.incoming"
+            model = next(incoming.glob("*_int8.tflite"))
+            model.write_bytes(model.read_bytes()[:4096])
+            digest = hashlib.sha256(model.read_bytes()).hexdigest()
+            lines = [f"{digest}  {model.name}" if line.endswith("  " + model.name) else line
+                     for line in (incoming / "SHA256SUMS").read_text().splitlines()]
+            (incoming / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+        return out
+    monkeypatch.setattr(d, "_run", truncate_after_rsync)
+    before = (dest / "manifest.json").read_text()
+    log = sshd["root"] / "systemctl.log"
+    calls = log.read_text() if log.exists() else ""
+    assert main(["deploy", *_args(sshd, dest), "--model-dir", str(model_dir), "--reload", "edge-detect"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot load the new model" in err and "not a valid TFLite model" in err
+    assert (dest / "manifest.json").read_text() == before
+    assert (log.read_text() if log.exists() else "") == calls          # no reload was asked for
