@@ -64,3 +64,12 @@ def clip_frames(clip) -> list[np.ndarray]:
     cap.release()
     assert len(frames) == 250
     return frames
+
+
+@pytest.fixture(autouse=True)
+def _reset_edge_loggers():
+    """edge.cli.main() run in-process sets edge.runtime's level (quiet at -v 0): give each test the default."""
+    import logging
+    yield
+    for name in ("edge", "edge.runtime"):
+        logging.getLogger(name).setLevel(logging.NOTSET)
