@@ -43,6 +43,22 @@ def mediapipe_model(relative: str) -> Path:
     return path
 
 
+def metadata_schema():
+    """The TFLite metadata schema's generated classes (FlatBuffers compiler output, independent of edge),
+    loaded by path from the mediapipe wheel, so the mediapipe package is never imported."""
+    import importlib.util
+
+    try:
+        path = importlib.metadata.distribution("mediapipe").locate_file(
+            "mediapipe/tasks/metadata/metadata_schema_py_generated.py")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.fail("the mediapipe wheel is not installed (scripts/test.sh installs it as data)")
+    spec = importlib.util.spec_from_file_location("metadata_schema_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def plain_invoke(model: Path, tensor: np.ndarray) -> list[np.ndarray]:
     """The model's outputs for ``tensor`` with plain LiteRT: the reference, written without edge."""
     from ai_edge_litert.interpreter import Interpreter

@@ -27,6 +27,7 @@ from edge.runtime.model import read_model
 from edge.vision.decode import DecodeParams, identify_layout, make_decoder
 from edge.vision.preprocess import Preprocessor
 from tests.unit.test_ultralytics import MODELS, coco_names, exporter_dict, flatbuffer_of, write_export
+from tests.conformance.conftest import metadata_schema
 
 BARE = Manifest(path=None, name="bare")
 EXPORTS = [("temp_meta.txt", "8.0.200", None),               # tflite-support era, str(dict)
@@ -118,19 +119,6 @@ def test_classify_export_runs_without_a_manifest(tmp_path, clip_frames, name):
 
 
 # ---- the whole tflite-support packing of ultralytics 8.0 – 8.3.116 ----
-
-def metadata_schema():
-    """The generated TFLite metadata schema classes, loaded from the mediapipe wheel's file by path."""
-    import importlib.metadata
-    import importlib.util
-
-    path = importlib.metadata.distribution("mediapipe").locate_file(
-        "mediapipe/tasks/metadata/metadata_schema_py_generated.py")
-    spec = importlib.util.spec_from_file_location("metadata_schema_reference", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def tflite_support_export(path: Path, source: str, meta: dict) -> Path:
     """What ``Exporter._add_tflite_metadata`` did through tflite-support's MetadataPopulator: a

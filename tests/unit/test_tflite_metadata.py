@@ -7,27 +7,18 @@ scripts/test.sh). It is loaded from its file, so the mediapipe package itself is
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
-
 import flatbuffers
 import pytest
 
 from edge.errors import ModelError
 from edge.runtime.model import read_model
 from edge.runtime.tflite_metadata import parse, read_metadata
-from tests.conformance.conftest import coral_dir, mediapipe_model
+from tests.conformance.conftest import coral_dir, mediapipe_model, metadata_schema
 
 
 @pytest.fixture(scope="module")
 def schema():
-    """The generated metadata_schema classes (independent of edge), loaded from the wheel's file."""
-    path = importlib.metadata.distribution("mediapipe").locate_file(
-        "mediapipe/tasks/metadata/metadata_schema_py_generated.py")
-    spec = importlib.util.spec_from_file_location("metadata_schema_reference", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return metadata_schema()
 
 
 def _reference(schema, data: bytes) -> dict:
