@@ -1,18 +1,33 @@
-"""MQTT exporter (paho-mqtt 2.x): detection events and periodic stats, Frigate-style topics.
+"""MQTT exporter (paho-mqtt 2.x): Frigate-compatible events, counts, snapshots, stats, Home Assistant discovery.
 
-Topics under a configurable prefix (default ``edge``):
+Topics under a configurable prefix (default ``edge``); names are made safe as one topic level by
+:func:`topic_part`:
 
 - ``<prefix>/available``: ``online`` (retained) once connected; ``offline`` as the will and on close.
-- ``<prefix>/events``: one JSON message per frame with detections (the JSONL event).
-- ``<prefix>/<source>/<label>``: the number of ``label`` in the latest frame, when it changes (retained).
+- ``<prefix>/events``: the events layer's Frigate-format messages ``{"type": "new"|"update"|"end",
+  "before": {...}, "after": {...}}``, as Frigate sends them on ``frigate/events``.
+- ``<prefix>/<camera>/<label>``: objects of ``label`` in the whole frame (retained, on change): from
+  the events layer (tracked objects) once it reports for that camera, else the detections per frame.
+- ``<prefix>/<camera>/<zone>/<label>``: objects of ``label`` in ``zone`` (retained, on change).
+- ``<prefix>/<camera>/<line>/<label>/in`` and ``.../out``: cumulative crossings of ``line`` (retained).
+- ``<prefix>/<camera>/<label>/snapshot``: the JPEG of the best snapshot of the latest ``label`` event
+  (retained, raw bytes); snapshots still waiting for the sender are replaced by newer ones of the topic.
+- ``<prefix>/<camera>/detections``: one JSON message per frame with detections (the JSONL event).
 - ``<prefix>/stats``: the stats payload every ``stats_interval`` seconds and once at the end.
+- with ``discovery``: ``<discovery_prefix>/<component>/<node_id>/<object_id>/config`` (retained, see
+  :mod:`edge.events.homeassistant`), sent on every connection, when Home Assistant announces itself
+  (``online`` on ``<discovery_prefix>/status``, which the exporter subscribes to) and when a
+  camera/zone/label or line first appears.
 
-Detection messages (events and counts) are queued by the pipeline's publishing thread and sent in
-one burst every ``send_interval`` seconds (0.1 by default) by the exporter's own thread, which also
-sends the stats. The pipeline never calls into paho: a paho publish wakes paho's network thread
-and hands the GIL back and forth, and doing that for every frame cost the pipeline frames on a busy
-CPU. The queue holds at most ``MAX_QUEUED`` messages; beyond that the newest are dropped and
-counted as ``mqtt_queue_full`` errors. A burst is sent only once paho has written the previous one
+The exporter is a pipeline sink (:meth:`MqttExporter.publish`) and an events-layer listener
+(:meth:`~MqttExporter.event`, :meth:`~MqttExporter.counts`, :meth:`~MqttExporter.crossings`).
+Both only queue: messages are sent in one burst every ``send_interval`` seconds (0.1 by default)
+by the exporter's own thread, which also sends the stats. The pipeline never calls into paho: a paho
+publish wakes paho's network thread and hands the GIL back and forth, and doing that for every frame
+cost the pipeline frames on a busy CPU. The queue holds at most ``MAX_QUEUED`` messages, and waiting
+snapshots at most ``MAX_SNAPSHOT_BYTES``; beyond that the newest are dropped and counted as
+``mqtt_queue_full`` errors. A failure to build a message is counted (``mqtt_sink``) and logged at most
+every 30 s, never raised to the caller. A burst is sent only once paho has written the previous one
 to the socket (``want_write``), so a broker that stops reading while connected fills this bounded
 queue, not paho's outgoing packet list.
 
@@ -30,6 +45,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import platform
 import re
 import socket
 import ssl
@@ -42,6 +58,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.errors import ConfigError
+from edge.events import homeassistant as ha
 from edge.results import FrameResult
 from edge.telemetry.jsonl import event_line
 from edge.telemetry.stats import LogLimiter, PipelineStats
@@ -50,6 +67,8 @@ from edge.web.security import check_private, read_secret
 log = logging.getLogger(__name__)
 
 MAX_QUEUED = 10_000     # detection messages waiting for the next send (~50 s of frames at 200 fps)
+MAX_SNAPSHOT_BYTES = 16 << 20   # snapshot JPEGs waiting for the next send, all topics together
+_SNAPSHOT = None        # queue payload standing for the topic's waiting snapshot (in MqttExporter._snapshots)
 CLOSE_WAIT = 2.0        # seconds close() waits for paho to write what is left before cutting the connection
 
 
@@ -66,6 +85,19 @@ def split_host(host: str, port: int) -> tuple[str, int]:
 def topic_part(name: str) -> str:
     """A source or label name made safe as one topic level (no '/', '+', '#', spaces)."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "_"
+
+
+def board_model(root: str = "/") -> str:
+    """The device's model for Home Assistant: the device tree's (``Raspberry Pi 5 Model B Rev 1.0``),
+    else the OS and machine (``Linux x86_64``)."""
+    for path in ("proc/device-tree/model", "sys/firmware/devicetree/base/model"):
+        try:
+            model = open(os.path.join(root, path), "rb").read(256).decode("utf-8", "replace").strip("\0 \n")
+        except OSError:
+            continue
+        if model:
+            return model
+    return f"{platform.system()} {platform.machine()}"
 
 
 def _credentials(path: str, username: str) -> tuple[str, str]:
@@ -98,7 +130,8 @@ class MqttExporter:
                  port: int = 1883, prefix: str = "edge", qos: int = 0, client_id: str = "", username: str = "",
                  password: str = "", stats_interval: float = 10.0, send_interval: float = 0.1,
                  reconnect_max: float = 60.0, keepalive: int = 60, password_file: str = "", tls_ca: str = "",
-                 tls_cert: str = "", tls_key: str = "", max_queued: int = 1000):
+                 tls_cert: str = "", tls_key: str = "", max_queued: int = 1000, discovery: bool = False,
+                 discovery_prefix: str = ha.DISCOVERY_PREFIX):
         self.stats = stats
         self.stats_payload = stats_payload
         self.prefix = prefix.rstrip("/")
@@ -108,12 +141,28 @@ class MqttExporter:
         self.stats_interval = stats_interval
         self.send_interval = send_interval
         self.connected = threading.Event()
-        self._counts: dict[str, int] = {}
-        self._queue: deque[tuple[str, str, bool]] = deque()   # (topic, payload, retain), oldest first
+        self._counts: dict[str, dict[str, int]] = {}      # camera → label → per-frame detections last sent
+        self._retained: dict[str, str] = {}                # listener count topic → last payload queued
+        self._tracked: set[str] = set()                    # cameras whose whole-frame counts the events layer sends
+        # (topic, payload, retain), oldest first; payload _SNAPSHOT: the topic's entry in _snapshots
+        self._queue: deque[tuple[str, str | bytes | None, bool]] = deque()
+        self._snapshots: dict[str, bytes] = {}
+        self._snapshot_bytes = 0
+        self._snapshot_lock = threading.Lock()
         self._stop = threading.Event()
         self._warn = LogLimiter(30.0)
+        hostname = socket.gethostname()
+        self.discovery = discovery
+        self.discovery_prefix = discovery_prefix.strip("/")
+        if discovery and (not self.discovery_prefix or any(c in self.discovery_prefix for c in "+#")):
+            raise ConfigError(f"mqtt.discovery_prefix {discovery_prefix!r} is not a topic prefix",
+                              "use a topic such as homeassistant, without + or #")
+        name = f"edge {hostname}" if self.prefix == "edge" else f"edge {hostname} ({self.prefix})"
+        self.device = ha.Device(ha.node_id(client_id, hostname, self.prefix), name, board_model())
+        self._entities: dict[tuple, list[ha.Config]] = {}  # discovered entities by (kind, camera, zone/line, label)
+        self._entities_lock = threading.Lock()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
-                                  client_id=client_id or f"edge-{socket.gethostname()}-{os.getpid()}")
+                                  client_id=client_id or f"edge-{hostname}-{os.getpid()}")
         if password_file:
             username, password = _credentials(password_file, username)
         if username:
@@ -129,6 +178,7 @@ class MqttExporter:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_connect_fail = self._on_connect_fail
+        self.client.on_message = self._on_message
         self._failed_logged = False
         self.address = f"{host}:{port}"
         log.info("MQTT to %s:%d under %s/", host, port, self.prefix)
@@ -149,6 +199,42 @@ class MqttExporter:
         self._failed_logged = False
         self.connected.set()
         client.publish(self.topic("available"), "online", qos=self.qos, retain=True)
+        if self.discovery:
+            client.subscribe(self.status_topic, qos=1)
+            self.publish_discovery()
+
+    @property
+    def status_topic(self) -> str:
+        """Where Home Assistant announces itself (its birth and last will: ``online``/``offline``)."""
+        return f"{self.discovery_prefix}/status"
+
+    def _on_message(self, client, userdata, message) -> None:
+        if message.topic == self.status_topic and message.payload == b"online":
+            log.info("MQTT: Home Assistant is online; sending the discovery configs again")
+            self.publish_discovery()
+
+    def discovery_configs(self) -> list[ha.Config]:
+        """The device's discovery messages: its stats sensors and every entity discovered so far."""
+        configs = ha.stats_configs(self.device, self.topic("available"), self.topic("stats"), self.discovery_prefix)
+        with self._entities_lock:
+            for entity in self._entities.values():
+                configs.extend(entity)
+        return configs
+
+    def publish_discovery(self) -> None:
+        """Send every discovery config now (retained; from paho's thread: on connect and at HA's birth)."""
+        for config in self.discovery_configs():
+            self._send(config.topic, config.json(), retain=True)
+
+    def _discover(self, key: tuple, build: Callable[[], list[ha.Config]]) -> None:
+        """Queue the configs of a new entity (a camera/zone/label or line first seen), before its state."""
+        if not self.discovery or key in self._entities:
+            return
+        configs = build()
+        with self._entities_lock:
+            self._entities[key] = configs
+        for config in configs:
+            self._enqueue(config.topic, config.json(), retain=True)
 
     def _on_connect_fail(self, client, userdata) -> None:
         if not self._failed_logged:      # once: the network thread keeps retrying with backoff
@@ -161,7 +247,13 @@ class MqttExporter:
             self.stats.error("mqtt_disconnect")
         self.connected.clear()
 
-    def _send(self, topic: str, payload: str, retain: bool = False) -> None:
+    def _send(self, topic: str, payload: str | bytes | None, retain: bool = False) -> None:
+        if payload is _SNAPSHOT:
+            with self._snapshot_lock:
+                payload = self._snapshots.pop(topic, None)
+                if payload is None:      # dropped at close meanwhile
+                    return
+                self._snapshot_bytes -= len(payload)
         info = self.client.publish(topic, payload, qos=self.qos, retain=retain)
         if info.rc == mqtt.MQTT_ERR_SUCCESS or (info.rc == mqtt.MQTT_ERR_NO_CONN and self.qos):
             return                   # sent, or (QoS 1/2) kept in paho's bounded store until the broker is back
@@ -172,11 +264,36 @@ class MqttExporter:
         else:
             self.stats.error("mqtt_publish")
 
-    def _enqueue(self, topic: str, payload: str, retain: bool = False) -> None:
+    def _enqueue(self, topic: str, payload: str | None, retain: bool = False) -> bool:
         if len(self._queue) >= MAX_QUEUED:       # the sender is far behind: the queued ones stay, this one goes
             self.stats.error("mqtt_queue_full")
-            return
+            return False
         self._queue.append((topic, payload, retain))   # deque.append: atomic, no lock needed
+        return True
+
+    def _enqueue_snapshot(self, topic: str, jpeg: bytes) -> None:
+        """Queue ``jpeg`` retained on ``topic``; one still waiting there is replaced (it would be overwritten
+        at once), keeping its place in the queue."""
+        with self._snapshot_lock:
+            old = self._snapshots.get(topic)
+            total = self._snapshot_bytes - (len(old) if old is not None else 0) + len(jpeg)
+            if total > MAX_SNAPSHOT_BYTES:
+                self.stats.error("mqtt_queue_full")
+                self._warn.warning(log, "MQTT: %d bytes of snapshots already wait for the sender; dropping "
+                                   "the one for %s", self._snapshot_bytes, topic)
+                return
+            self._snapshots[topic] = jpeg
+            self._snapshot_bytes = total
+            if old is not None:
+                return
+        if not self._enqueue(topic, _SNAPSHOT, retain=True):
+            with self._snapshot_lock:
+                if self._snapshots.pop(topic, None) is not None:
+                    self._snapshot_bytes -= len(jpeg)
+
+    def _sink_error(self, what: str, exc: Exception) -> None:
+        self.stats.error("mqtt_sink")
+        self._warn.warning(log, "MQTT: %s not queued: %s: %s", what, type(exc).__name__, exc)
 
     def publish(self, result: FrameResult) -> None:
         """Queue the frame's messages (called on the pipeline's publishing thread; sends nothing).
@@ -186,19 +303,81 @@ class MqttExporter:
         try:
             self._queue_frame(result)
         except Exception as exc:     # the sink boundary: whatever an encoder raises must not stop detection
-            self.stats.error("mqtt_sink")
-            self._warn.warning(log, "MQTT: frame %d not queued: %s: %s", result.frame.index,
-                               type(exc).__name__, exc)
+            self._sink_error(f"frame {result.frame.index}", exc)
 
     def _queue_frame(self, result: FrameResult) -> None:
-        counts = Counter(d.label for d in result.detections)
+        camera = topic_part(getattr(result, "camera", "") or self.source_topic)
         if result.detections:
-            self._enqueue(self.topic("events"), event_line(result, self.source))
-        for label in counts.keys() | self._counts.keys():
+            self._enqueue(self.topic(camera, "detections"), event_line(result, self.source))
+        if camera in self._tracked:         # the events layer sends this camera's whole-frame counts
+            return
+        counts = Counter(d.label for d in result.detections)
+        sent = self._counts.setdefault(camera, {})
+        for label in counts.keys() | sent.keys():
             n = counts.get(label, 0)
-            if self._counts.get(label) != n:
-                self._enqueue(self.topic(self.source_topic, topic_part(label)), str(n), retain=True)
-                self._counts[label] = n
+            if sent.get(label) != n:
+                self._count(camera, "all", label, str(n))
+                sent[label] = n
+
+    def count_topic(self, camera: str, zone: str, label: str) -> str:
+        """``<prefix>/<camera>/<zone>/<label>``; ``<prefix>/<camera>/<label>`` for the zone "all"."""
+        camera, label = topic_part(camera), topic_part(label)
+        return self.topic(camera, label) if zone == "all" else self.topic(camera, topic_part(zone), label)
+
+    def _count(self, camera: str, zone: str, label: str, n: str) -> None:
+        """Queue a retained count, preceded by its discovery configs when the camera/zone/label is new."""
+        topic = self.count_topic(camera, zone, label)
+        self._discover(("zone", camera, zone, label), lambda: ha.zone_configs(
+            self.device, self.topic("available"), topic, camera, zone, label, self.discovery_prefix))
+        self._enqueue(topic, n, retain=True)
+
+    # -- the events layer's listener (edge.events.types.EventListener); called on the post-processing thread
+
+    def event(self, message: dict, snapshot: bytes | None) -> None:
+        """Queue the Frigate-format message on ``<prefix>/events`` and, when given, the snapshot JPEG on
+        ``<prefix>/<camera>/<label>/snapshot`` (retained). Never raises: failures are counted (``mqtt_sink``)."""
+        try:
+            after = message["after"]
+            camera, label = topic_part(str(after["camera"])), topic_part(str(after["label"]))
+            self._enqueue(self.topic("events"), json.dumps(message, separators=(",", ":"), allow_nan=False))
+            if snapshot:
+                self._enqueue_snapshot(self.topic(camera, label, "snapshot"), bytes(snapshot))
+        except Exception as exc:     # the listener boundary, as publish()'s
+            self._sink_error(f"event {message.get('type') if isinstance(message, dict) else message!r}", exc)
+
+    def counts(self, camera: str, zone: str, counts: dict[str, int]) -> None:
+        """Queue the changed counts on ``<prefix>/<camera>/<zone>/<label>`` (zone "all":
+        ``<prefix>/<camera>/<label>``, which from then on carries only these), retained."""
+        try:
+            cam = topic_part(camera)
+            if zone == "all" and cam not in self._tracked:
+                self._tracked.add(cam)
+                log.info("MQTT: %s/<label> now carries the tracked objects of camera %r (events layer), "
+                         "not the detections per frame", self.topic(cam), camera)
+            for label, n in counts.items():
+                n, topic = str(int(n)), self.count_topic(cam, zone, label)
+                if self._retained.get(topic) != n:
+                    self._count(cam, zone, label, n)
+                    self._retained[topic] = n
+        except Exception as exc:
+            self._sink_error(f"counts of zone {zone!r}", exc)
+
+    def crossings(self, camera: str, line: str, counts: dict[str, dict[str, int]]) -> None:
+        """Queue the changed cumulative crossings on ``<prefix>/<camera>/<line>/<label>/in`` and ``/out``
+        (retained)."""
+        try:
+            cam, where = topic_part(camera), topic_part(line)
+            for label, directions in counts.items():
+                topics = {d: self.topic(cam, where, topic_part(label), d) for d in ("in", "out")}
+                self._discover(("line", cam, where, label), lambda: ha.line_configs(
+                    self.device, self.topic("available"), topics, cam, where, label, self.discovery_prefix))
+                for direction, topic in topics.items():
+                    n = str(int(directions[direction]))
+                    if self._retained.get(topic) != n:
+                        self._enqueue(topic, n, retain=True)
+                        self._retained[topic] = n
+        except Exception as exc:
+            self._sink_error(f"crossings of line {line!r}", exc)
 
     def flush(self) -> None:
         """Send the messages queued so far, oldest first (one burst: at most MAX_QUEUED, however fast the
@@ -242,6 +421,9 @@ class MqttExporter:
             log.warning("MQTT: %d queued messages dropped at exit: the broker is not taking messages",
                         len(self._queue))
             self._queue.clear()
+            with self._snapshot_lock:
+                self._snapshots.clear()
+                self._snapshot_bytes = 0
         if self.connected.is_set():
             self.publish_stats()
             done = self.client.publish(self.topic("available"), "offline", qos=self.qos, retain=True)

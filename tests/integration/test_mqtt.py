@@ -97,7 +97,8 @@ def test_edge_run_publishes_events_and_stats(broker, tmp_path):
     sub.close()
 
     assert sub.on("edge/available")[0] == b"online" and sub.on("edge/available")[-1] == b"offline"
-    events = [json.loads(p) for p in sub.on("edge/events")]
+    assert sub.on("edge/events") == []            # the Frigate event topic: the events layer's, not per frame
+    events = [json.loads(p) for p in sub.on("edge/bikes.mp4/detections")]
     written = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert len(events) >= 10
     assert events == written                       # QoS 1: every event, the same as the JSONL file
@@ -160,10 +161,11 @@ def test_the_pipeline_thread_only_queues_and_the_sender_sends_everything_in_orde
         exporter.close()
     wait_for(lambda: b"offline" in sub.on("edge/available"), 10, "offline message")
     sub.close()
-    assert [json.loads(p)["frame"] for p in sub.on("edge/events")] == [0, 1, 2, 4]
+    assert [json.loads(p)["frame"] for p in sub.on("edge/cam0/detections")] == [0, 1, 2, 4]
     assert sub.on("edge/cam0/person") == [b"1", b"2", b"0", b"1"]          # on change, in frame order
-    assert sent[:8] == ["edge/events", "edge/cam0/person", "edge/events", "edge/cam0/person", "edge/events",
-                        "edge/cam0/person", "edge/events", "edge/cam0/person"]
+    detections = "edge/cam0/detections"
+    assert sent[:8] == [detections, "edge/cam0/person", detections, "edge/cam0/person", detections,
+                        "edge/cam0/person", detections, "edge/cam0/person"]
 
 
 def test_a_full_send_queue_drops_the_newest_and_counts_them(monkeypatch):
@@ -173,7 +175,8 @@ def test_a_full_send_queue_drops_the_newest_and_counts_them(monkeypatch):
     try:
         for i in range(5):               # 6 messages: events + the count once, then events only
             exporter.publish(result(i, ("person",)))
-        assert [topic for topic, _, _ in exporter._queue] == ["edge/events", "edge/cam0/person", "edge/events"]
+        assert [topic for topic, _, _ in exporter._queue] == ["edge/cam0/detections", "edge/cam0/person",
+                                                              "edge/cam0/detections"]
         assert stats.snapshot().errors["mqtt_queue_full"] == 3
     finally:
         exporter.close()                # no broker: the queue goes to paho, which drops it at QoS 0
