@@ -1,0 +1,233 @@
+"""Multi-object tracking: this frame's detections to tracks with stable ids.
+
+One tracker, ByteTrack-style association (Zhang et al., 2022) on IoU, written here in numpy:
+
+- every track predicts its box at the frame's timestamp with a constant-velocity Kalman filter per
+  axis of the box centre (noises relative to the box size, as in SORT and ByteTrack), the box size
+  smoothed, so coasting through a missed detection or a short occlusion follows the motion;
+- detections match tracks of their own label only (a person track never takes a car), first the
+  confident ones (score >= ``high_score``), then the remaining tracks take the weak ones, which
+  never start a track (ByteTrack's second association: weak boxes keep tracks alive through
+  partial occlusion, without their false positives starting tracks);
+- matching is greedy on IoU (best pair first, pairs under ``iou_threshold`` never match): with the
+  few objects of one class a camera sees, it scores as the Hungarian assignment does
+  (``scripts/bench_tracker.py`` measures both) without needing scipy on the device;
+- a new track is tentative until ``min_hits`` matched frames; a tentative track that misses a frame
+  ends there (a flicker is not an object), a confirmed one coasts for up to ``max_age`` seconds
+  without a match and then ends. Ages are in seconds of the frames' timestamps, so they hold at
+  any and at a varying frame rate.
+
+Ids count from 1 for the tracker's life and are never reused, across labels.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field, fields
+from typing import Sequence
+
+import numpy as np
+
+from edge.errors import ConfigError
+from edge.events.types import Box, Tracker, TrackedObject, TrackUpdate
+from edge.vision.decode import Detection
+
+KINDS = ("bytetrack",)
+
+# The centre's filter, per axis a constant-velocity Kalman filter with noises relative to the box
+# size on that axis (width for x, height for y), as ByteTrack's and SORT's are:
+_MEASURE = 0.05     # a detection's centre: standard deviation, in box sizes
+_VELOCITY0 = 1.5    # a new track's velocity: standard deviation, in box sizes per second
+_ACCEL = 0.5        # random acceleration: spectral density, in box sizes per second squared
+_SIZE_ALPHA = 0.3   # box width and height: exponential smoothing, no velocity
+
+
+def _help(text: str) -> dict:
+    return {"help": text}
+
+
+@dataclass(frozen=True)
+class TrackerSettings:
+    """How detections become tracks; the ``[events]`` section of the configuration."""
+
+    kind: str = field(default="bytetrack", metadata=_help(
+        "tracker algorithm: bytetrack (IoU association of confident then weak detections)"))
+    min_hits: int = field(default=3, metadata=_help(
+        "matched frames before a track is confirmed (and reported as an object)"))
+    max_age: float = field(default=1.5, metadata=_help(
+        "seconds a confirmed track survives without a matching detection (occlusions shorter "
+        "than this keep their id)"))
+    iou_threshold: float = field(default=0.2, metadata=_help(
+        "smallest overlap (IoU, 0-1) between a track's predicted box and a detection to match them"))
+    high_score: float = field(default=0.5, metadata=_help(
+        "score from which a detection may start a track; weaker ones only keep existing tracks alive"))
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ConfigError(f"tracker kind {self.kind!r} is unknown: expected one of {', '.join(KINDS)}")
+        if isinstance(self.min_hits, bool) or not isinstance(self.min_hits, int) or self.min_hits < 1:
+            raise ConfigError(f"tracker min_hits {self.min_hits!r} is invalid: expected a whole number >= 1")
+        _number("max_age", self.max_age, "a number of seconds > 0", lambda v: v > 0)
+        _number("iou_threshold", self.iou_threshold, "a number > 0 and < 1", lambda v: 0 < v < 1)
+        _number("high_score", self.high_score, "a number from 0 to 1", lambda v: 0 <= v <= 1)
+
+
+def _number(name: str, value, expected: str, ok) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
+        raise ConfigError(f"tracker {name} {value!r} is invalid: expected {expected}")
+
+
+FIELD_HELP: dict[str, str] = {f.name: f.metadata["help"] for f in fields(TrackerSettings)}
+
+
+def make_tracker(settings: TrackerSettings | None = None) -> Tracker:
+    """The tracker ``settings`` describe (the defaults when None)."""
+    settings = settings or TrackerSettings()
+    return ByteTracker(settings)
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box of ``a`` [N, 4] with every box of ``b`` [M, 4] (xmin, ymin, xmax, ymax)."""
+    ix = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    iy = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    inter = np.clip(ix, 0, None) * np.clip(iy, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def greedy_assign(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    """(row, column) pairs, best IoU first, each row and column used once, none under ``threshold``."""
+    rows, cols = np.nonzero(iou >= threshold)
+    if len(rows) == 0:
+        return []
+    order = np.argsort(-iou[rows, cols], kind="stable")
+    pairs, used_r, used_c = [], set(), set()
+    for r, c in zip(rows[order].tolist(), cols[order].tolist()):
+        if r not in used_r and c not in used_c:
+            pairs.append((r, c))
+            used_r.add(r)
+            used_c.add(c)
+    return pairs
+
+
+class _Axis:
+    """Position and velocity of the box centre on one axis, with their covariance (a, b; b, c)."""
+
+    __slots__ = ("p", "v", "a", "b", "c")
+
+    def __init__(self, z: float, size: float):
+        self.p, self.v = z, 0.0
+        self.a, self.b, self.c = (_MEASURE * size) ** 2, 0.0, (_VELOCITY0 * size) ** 2
+
+    def correct(self, z: float, dt: float, size: float) -> None:
+        q = (_ACCEL * size) ** 2
+        a = self.a + dt * (2 * self.b + dt * self.c) + q * dt ** 3 / 3
+        b = self.b + dt * self.c + q * dt ** 2 / 2
+        c = self.c + q * dt
+        gain_p, gain_v = a / (a + (_MEASURE * size) ** 2), b / (a + (_MEASURE * size) ** 2)
+        residual = z - (self.p + self.v * dt)
+        self.p += self.v * dt + gain_p * residual
+        self.v += gain_v * residual
+        self.a, self.b, self.c = (1 - gain_p) * a, (1 - gain_p) * b, c - gain_v * b
+
+
+class _Track:
+    """One track: its centre's filters (pixels, pixels per second), smoothed size, last match."""
+
+    __slots__ = ("id", "label", "x", "y", "w", "h", "t", "box", "score", "hits", "age", "confirmed")
+
+    def __init__(self, track_id: int, det: Detection, t: float, confirmed: bool):
+        xmin, ymin, xmax, ymax = det.box
+        self.id, self.label = track_id, det.label
+        self.w, self.h = xmax - xmin, ymax - ymin
+        self.x, self.y = _Axis((xmin + xmax) / 2, self.w), _Axis((ymin + ymax) / 2, self.h)
+        self.t = t
+        self.box: Box = det.box
+        self.score = det.score
+        self.hits = self.age = 1
+        self.confirmed = confirmed
+
+    def predict(self, t: float) -> Box:
+        dt = t - self.t
+        cx, cy = self.x.p + self.x.v * dt, self.y.p + self.y.v * dt
+        return (cx - self.w / 2, cy - self.h / 2, cx + self.w / 2, cy + self.h / 2)
+
+    def correct(self, det: Detection, t: float) -> None:
+        dt = max(t - self.t, 0.0)
+        xmin, ymin, xmax, ymax = det.box
+        self.w += _SIZE_ALPHA * ((xmax - xmin) - self.w)
+        self.h += _SIZE_ALPHA * ((ymax - ymin) - self.h)
+        self.x.correct((xmin + xmax) / 2, dt, self.w)
+        self.y.correct((ymin + ymax) / 2, dt, self.h)
+        self.hits += 1
+        self.t = t
+        self.box, self.score = det.box, det.score
+
+    def state(self, box: Box, score: float, index: int | None) -> TrackedObject:
+        return TrackedObject(self.id, self.label, box, score, index, self.hits, self.age, self.confirmed)
+
+
+class ByteTracker:
+    """ByteTrack-style IoU tracker, per label; see the module's description."""
+
+    def __init__(self, settings: TrackerSettings):
+        self.settings = settings
+        self._tracks: list[_Track] = []
+        self._ids = itertools.count(1)
+        self._label_ids: dict[str, int] = {}
+
+    def _label_id(self, label: str) -> int:
+        return self._label_ids.setdefault(label, len(self._label_ids))
+
+    def _assign(self, iou: np.ndarray) -> list[tuple[int, int]]:
+        return greedy_assign(iou, self.settings.iou_threshold)
+
+    def update(self, detections: Sequence[Detection], timestamp: float) -> TrackUpdate:
+        s, tracks = self.settings, self._tracks
+        matched: dict[int, int] = {}   # track position -> detection index
+        if tracks and detections:
+            predicted = np.array([tr.predict(timestamp) for tr in tracks], dtype=np.float64)
+            boxes = np.array([d.box for d in detections], dtype=np.float64)
+            iou = iou_matrix(predicted, boxes)
+            track_cls = np.array([self._label_id(tr.label) for tr in tracks])
+            det_cls = np.array([self._label_id(d.label) for d in detections])
+            iou[track_cls[:, None] != det_cls[None, :]] = 0.0
+            strong = [i for i, d in enumerate(detections) if d.score >= s.high_score]
+            weak = [i for i, d in enumerate(detections) if d.score < s.high_score]
+            for r, c in self._assign(iou[:, strong]):
+                matched[r] = strong[c]
+            if weak:
+                rest = [r for r in range(len(tracks)) if r not in matched]
+                if rest:
+                    for r, c in self._assign(iou[np.ix_(rest, weak)]):
+                        matched[rest[r]] = weak[c]
+        active, ended, kept = [], [], []
+        for r, tr in enumerate(tracks):
+            tr.age += 1
+            index = matched.get(r)
+            if index is not None:
+                tr.correct(detections[index], timestamp)
+                tr.confirmed = tr.confirmed or tr.hits >= s.min_hits
+                active.append(tr.state(tr.box, tr.score, index))
+                kept.append(tr)
+            elif tr.confirmed and timestamp - tr.t <= s.max_age:
+                active.append(tr.state(tr.predict(timestamp), 0.0, None))
+                kept.append(tr)
+            else:
+                ended.append(tr.state(tr.box, 0.0, None))
+        taken = set(matched.values())
+        for i, det in enumerate(detections):
+            if i not in taken and det.score >= s.high_score:
+                tr = _Track(next(self._ids), det, timestamp, confirmed=s.min_hits <= 1)
+                active.append(tr.state(tr.box, tr.score, i))
+                kept.append(tr)
+        self._tracks = kept
+        return TrackUpdate(tuple(active), tuple(ended))
+
+    def drain(self) -> tuple[TrackedObject, ...]:
+        ended = tuple(tr.state(tr.box, 0.0, None) for tr in self._tracks)
+        self._tracks = []
+        return ended
