@@ -38,6 +38,8 @@ DURATION_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 
 class EventMetrics:
     """Counts, crossings, events and track durations; register it on a ``CollectorRegistry``."""
 
+    wants_snapshots = False     # the lifecycle encodes no JPEG for this listener
+
     def __init__(self, stats: PipelineStats, buckets: tuple[float, ...] = DURATION_BUCKETS):
         if list(buckets) != sorted(buckets) or len(set(buckets)) != len(buckets) or buckets[-1] != math.inf:
             raise ValueError(f"track-duration buckets {buckets!r} must increase and end with inf")

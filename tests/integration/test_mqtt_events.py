@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import cv2
@@ -58,10 +59,10 @@ def configs(sub: Subscriber) -> dict[str, dict]:
             if topic.endswith("/config") and f"/{CLIENT}/" in topic}
 
 
-def new_exporter(port, **kw) -> MqttExporter:
+def new_exporter(port, source="cam0", **kw) -> MqttExporter:
     kw = {"prefix": "edge", "qos": 1, "client_id": CLIENT, "discovery": True, "send_interval": 0.05,
           "stats_interval": 0.2, **kw}
-    return MqttExporter(PipelineStats(), lambda: {"fps": {"inference": 12.5}, "latency_ms": {}}, "cam0",
+    return MqttExporter(PipelineStats(), lambda: {"fps": {"inference": 12.5}, "latency_ms": {}}, source,
                         host="127.0.0.1", port=port, **kw)
 
 
@@ -231,7 +232,7 @@ def test_availability_online_then_offline_by_the_last_will_when_killed(broker):
     late.close()
 
 
-# -- the queue: the listener only queues, bounded, and never raises (no broker needed)
+# -- the queue: the listener only queues, bounded, and never raises
 
 def test_the_listener_only_queues_and_never_raises(broker):
     exporter = new_exporter(broker.port, send_interval=10.0)
@@ -239,21 +240,22 @@ def test_the_listener_only_queues_and_never_raises(broker):
     real_publish = exporter.client.publish
 
     def recording_publish(topic, payload=None, *args, **kwargs):
-        sent.append(topic)
+        sent.append((threading.current_thread(), topic))
         return real_publish(topic, payload, *args, **kwargs)
     try:
         assert exporter.connected.wait(10)
         exporter.client.publish = recording_publish
+        caller = threading.current_thread()
         feed(exporter, jpeg((1, 2, 3)), jpeg((4, 5, 6)))
         exporter.event({"type": "new"}, None)                                   # no "after"
         exporter.event(message("new", end=float("nan")), None)                  # not JSON
         exporter.counts("front door", "porch", {"person": "many"})
         exporter.crossings("front door", "gate", {"person": {"in": 2}})        # no "out"
-        assert sent == []                           # nothing reached paho on the caller's thread
+        assert [topic for thread, topic in sent if thread is caller] == []    # the caller's thread only queues
         assert exporter.stats.snapshot().errors == {"mqtt_sink": 4}
     finally:
         exporter.close()
-    assert "edge/events" in sent and "edge/front_door/person/snapshot" in sent
+    assert {"edge/events", "edge/front_door/person/snapshot"} <= {topic for _, topic in sent}
 
 
 def test_snapshots_waiting_for_the_sender_are_replaced_and_bounded(monkeypatch):
@@ -291,3 +293,54 @@ def test_whole_frame_counts_come_from_the_events_layer_once_it_reports(monkeypat
         assert json.loads(exporter._queue[3][1])["frame"] == 1
     finally:
         exporter.close()
+
+
+def test_the_events_layer_through_mqtt_and_prometheus(broker):
+    """The real events sink (tracker, lifecycle) with both listeners: one person walks through the frame."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from edge.capture.base import Frame
+    from edge.events.metrics import EventMetrics
+    from edge.events.settings import EventsSettings
+    from edge.events.sink import EventsSink
+    from edge.events.tracker import make_tracker
+    from edge.results import FrameResult, Timings
+    from edge.vision.decode.base import Detection
+
+    sub = Subscriber(broker.port, "edge/#")
+    exporter = new_exporter(broker.port, "walk.mp4", discovery=False)
+    metrics = EventMetrics(exporter.stats)
+    registry = CollectorRegistry(auto_describe=False)
+    metrics.register(registry)
+    sink = EventsSink(EventsSettings(enabled=True, jsonl=""), make_tracker, "walk.mp4", listeners=[exporter, metrics],
+                      snapshots=False, errors=exporter.stats.error)
+    try:
+        assert exporter.connected.wait(10)
+        for i in range(40):
+            image = np.full((240, 320, 3), 60, np.uint8)
+            x = 20 + 5 * i
+            cv2.rectangle(image, (x, 60), (x + 40, 200), (200, 200, 200), -1)
+            detections = (Detection("person", 0, 0.9, (float(x), 60.0, x + 40.0, 200.0)),)
+            result = FrameResult(Frame(image, i, 1_700_000_000.0 + i * 0.1, 0), detections, Timings(0, 0, 0, 0, 0),
+                                 "cpu")
+            sink.publish(result)
+            exporter.publish(result)
+        sink.close()                                      # the drain: the open event ends
+        wait_for(lambda: [json.loads(p)["type"] for p in sub.on("edge/events")][-1:] == ["end"], 10, "the end")
+    finally:
+        exporter.close()
+    sub.close()
+    events = [json.loads(p) for p in sub.on("edge/events")]
+    assert [e["type"] for e in events][0] == "new" and len({e["after"]["id"] for e in events}) == 1
+    assert events[-1]["after"]["end_time"] >= events[-1]["after"]["start_time"] == events[0]["after"]["start_time"]
+    assert {e["after"]["camera"] for e in events} == {"walk.mp4"}
+    counts = sub.on("edge/walk.mp4/person")
+    assert counts[-1] == b"0" and b"1" in counts        # the per-frame counts gave way to the tracked ones
+    snapshot = sub.on("edge/walk.mp4/person/snapshot")[-1]
+    assert cv2.imdecode(np.frombuffer(snapshot, np.uint8), cv2.IMREAD_COLOR).shape[2] == 3
+    assert len(sub.on("edge/walk.mp4/detections")) == 40
+    text = generate_latest(registry).decode()
+    assert 'edge_events_total{camera="walk.mp4",label="person",type="end"} 1.0' in text
+    assert 'edge_track_duration_seconds_count{camera="walk.mp4",label="person"} 1.0' in text
+    assert 'edge_zone_objects{camera="walk.mp4",label="person",zone="all"} 0.0' in text
+    assert exporter.stats.snapshot().errors == {}
