@@ -186,7 +186,9 @@ class ByteTracker:
         return greedy_assign(iou, self.settings.iou_threshold)
 
     def update(self, detections: Sequence[Detection], timestamp: float) -> TrackUpdate:
-        s, tracks = self.settings, self._tracks
+        s = self.settings
+        ended = [tr.state(tr.box, 0.0, None) for tr in self._tracks if timestamp - tr.t > s.max_age]
+        tracks = [tr for tr in self._tracks if timestamp - tr.t <= s.max_age] if ended else self._tracks
         matched: dict[int, int] = {}   # track position -> detection index
         if tracks and detections:
             predicted = np.array([tr.predict(timestamp) for tr in tracks], dtype=np.float64)
@@ -204,7 +206,7 @@ class ByteTracker:
                 if rest:
                     for r, c in self._assign(iou[np.ix_(rest, weak)]):
                         matched[rest[r]] = weak[c]
-        active, ended, kept = [], [], []
+        active, kept = [], []
         for r, tr in enumerate(tracks):
             tr.age += 1
             index = matched.get(r)
@@ -213,7 +215,7 @@ class ByteTracker:
                 tr.confirmed = tr.confirmed or tr.hits >= s.min_hits
                 active.append(tr.state(tr.box, tr.score, index))
                 kept.append(tr)
-            elif tr.confirmed and timestamp - tr.t <= s.max_age:
+            elif tr.confirmed:
                 active.append(tr.state(tr.predict(timestamp), 0.0, None))
                 kept.append(tr)
             else:
