@@ -45,7 +45,8 @@ class Zone:
     labels: tuple[str, ...] = ()
 
     def contains(self, x: float, y: float) -> bool:
-        """Point-in-polygon by ray casting (a point on an edge may count either way)."""
+        """Point-in-polygon, the edges included: a box touching the bottom of the frame has its
+        reference point on the frame's edge, inside a zone drawn up to that edge."""
         return point_in_polygon(self.points, x, y)
 
     def applies_to(self, label: str) -> bool:
@@ -97,10 +98,13 @@ def cross(a: Point, b: Point, p: Point) -> float:
 
 
 def point_in_polygon(points: Sequence[Point], x: float, y: float) -> bool:
+    """Inside the closed polygon (its edges included), by ray casting."""
     inside = False
     n = len(points)
     x0, y0 = points[n - 1]
     for x1, y1 in points:
+        if (x1 - x0) * (y - y0) == (y1 - y0) * (x - x0) and _on_segment((x0, y0), (x1, y1), (x, y)):
+            return True
         if (y1 > y) != (y0 > y) and x < (x0 - x1) * (y - y1) / (y0 - y1) + x1:
             inside = not inside
         x0, y0 = x1, y1

@@ -9,8 +9,11 @@ Per camera one :class:`EventLifecycle` takes each frame's :class:`~edge.events.t
   dropped with it.
 * ``update`` when its current zones change, when it becomes stationary or moves again, and when its
   top score rose (with a new best snapshot; at most once per ``update_every`` frames per track).
-* ``end`` when the tracker loses it, and for every open event at :meth:`EventLifecycle.drain`
-  (shutdown): no event is left open. ``end_time`` is when it was last detected.
+* ``end`` when the tracker loses it, when the tracker's prediction of it (coasting without a
+  detection) lies wholly outside the picture, and for every open event at
+  :meth:`EventLifecycle.drain` (shutdown): no event is left open. ``end_time`` is when it was last
+  detected; ``box`` is always the last detected box, never a prediction. A track that left the
+  picture and is detected again starts a new event.
 
 Zones and lines test the bottom centre of the box, on frames where the track matched a detection
 (a coasting track's predicted box neither enters, leaves nor crosses). A zone's ``inertia`` is the
@@ -89,6 +92,7 @@ class _Event:
     sides: dict[str, tuple[int, Point]] = field(default_factory=dict)   # line -> last side, point
     pending_crossings: list[tuple[str, str]] = field(default_factory=list)   # (line, direction)
     best: _Best | None = None
+    snapshot_score: float = -1.0    # the published snapshot's score, unrounded
     best_published_age: int = -10 ** 9
     snapshot: dict | None = None
     has_snapshot: bool = False
@@ -116,6 +120,7 @@ class EventLifecycle:
         self.published = {"new": 0, "update": 0, "end": 0}
         self.last_time = 0.0
         self._events: dict[int, _Event] = {}
+        self._left: set[int] = set()     # tracks whose event ended when they left the picture
         self._warn = LogLimiter(30.0)
         self._zones = settings.zones
         self._lines = settings.lines
@@ -132,8 +137,13 @@ class EventLifecycle:
     def step(self, update: TrackUpdate, frame: Frame) -> None:
         now = frame.timestamp
         self.last_time = now
+        width, height = frame.size
         for track in update.active:
             event = self._events.get(track.id)
+            if track.id in self._left:
+                if track.detection is None:
+                    continue                    # still coasting out of view: its event has ended
+                self._left.discard(track.id)    # seen again: a new event
             if event is None:
                 event = self._events[track.id] = _Event(new_event_id(now), track.id, track.label, now, now, now,
                                                         track.box, track.score)
@@ -144,7 +154,13 @@ class EventLifecycle:
                     self._confirm(event, now)
             else:
                 self._maybe_update(event, now)
+            if track.detection is None and _outside(track.box, width, height):
+                # predicted wholly out of the picture: it left, whatever the tracker's coasting time
+                del self._events[track.id]
+                self._left.add(track.id)
+                self._finish(event, None, now)
         for track in update.ended:
+            self._left.discard(track.id)
             event = self._events.pop(track.id, None)
             if event is not None:
                 self._finish(event, track, now)
@@ -173,9 +189,9 @@ class EventLifecycle:
     def _observe(self, event: _Event, track: TrackedObject, frame: Frame, now: float) -> None:
         event.frame_time = now
         event.hits, event.age = track.hits, track.age
-        event.box = track.box
-        if track.detection is None:           # coasting: the predicted box, no zone/line/still test
+        if track.detection is None:           # coasting: no zone/line/still test, the last seen box kept
             return
+        event.box = track.box
         event.last_seen = now
         event.score = track.score
         if track.score > event.top_score:
@@ -253,7 +269,7 @@ class EventLifecycle:
         changed = (tuple(event.current_zones) != event.published_zones
                    or event.stationary != event.published_stationary)
         jpeg = None
-        if (event.best is not None and (event.snapshot is None or event.best.score > event.snapshot["score"])
+        if (event.best is not None and event.best.score > event.snapshot_score
                 and event.age - event.best_published_age >= self.settings.update_every):
             jpeg = self._take_snapshot(event)
             changed = True
@@ -267,7 +283,7 @@ class EventLifecycle:
         if track is not None and track.detection is not None:
             event.box, event.score, event.last_seen = track.box, track.score, now
         jpeg = None
-        if event.best is not None and (event.snapshot is None or event.best.score > event.snapshot["score"]):
+        if event.best is not None and event.best.score > event.snapshot_score:
             jpeg = self._take_snapshot(event)
         self._emit("end", event, now, jpeg)
 
@@ -277,6 +293,7 @@ class EventLifecycle:
         if best is None:
             return None
         event.best_published_age = event.age
+        event.snapshot_score = best.score
         event.snapshot = {"frame_time": round(best.frame_time, 6), "box": _int_box(best.box),
                           "area": _area(best.box), "region": _int_box(best.box), "score": round(best.score, 4),
                           "attributes": []}
@@ -350,6 +367,10 @@ class EventLifecycle:
             if self._warn.warning(log, "events listener %s failed: %s: %s; it goes on getting events",
                                   getattr(method, "__qualname__", method), type(exc).__name__, exc):
                 log.debug("listener failure", exc_info=True)
+
+
+def _outside(box: Box, width: int, height: int) -> bool:
+    return box[2] <= 0 or box[0] >= width or box[3] <= 0 or box[1] >= height
 
 
 def _int_box(box: Box) -> list[int]:

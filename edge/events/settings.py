@@ -18,7 +18,7 @@
 
 Every field has a help text (``metadata["help"]``, with ``choices``/``minimum``/``maximum``, the
 same shape as :mod:`edge.config`, so ``edge.config.describe(EventsSettings, "events.")`` lists them).
-The tracker's own settings will be the nested ``[events.tracker]`` table: see :func:`parse_events`.
+The tracker's own settings are the nested ``[events.tracker]`` table (:func:`parse_tracker`).
 This module imports nothing from :mod:`edge.config`, so that module can import this one.
 """
 
@@ -80,7 +80,8 @@ class EventsSettings:
     lines: tuple = _setting((), "Counting lines: [[events.lines]] tables with name, points ([[xa, ya], "
                                 "[xb, yb]]; \"in\" crosses from the left of A→B to its right on the "
                                 "picture), labels (default: all).")
-    tracker: Any = _setting(None, "The tracker's settings ([events.tracker]); None: its defaults.")
+    tracker: Any = _setting(None, "The tracker's settings ([events.tracker] table: kind, min_hits, max_age, "
+                                  "iou_threshold, high_score; see edge.events.tracker); None: its defaults.")
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(EventsSettings))
@@ -114,19 +115,16 @@ def parse_events(table: Any, zones: Any = None, lines: Any = None) -> EventsSett
 
 
 def parse_tracker(table: Any) -> Any:
-    """The ``[events.tracker]`` table as the tracker's settings (:mod:`edge.events.tracker`)."""
+    """The ``[events.tracker]`` table as :class:`edge.events.tracker.TrackerSettings` (which checks
+    its values); unknown keys are a ConfigError listing the valid ones."""
+    from edge.events.tracker import TrackerSettings
     if not isinstance(table, dict):
         raise ConfigError(f"[events.tracker] must be a table, got {_short(table)}")
-    try:
-        from edge.events import tracker as tracker_module
-    except ImportError:
-        raise ConfigError("[events.tracker] is given but this edge has no tracker module",
-                          "remove the [events.tracker] table") from None
-    parse = getattr(tracker_module, "parse_tracker_settings", None)
-    if parse is None:
-        raise ConfigError("[events.tracker] cannot be read: edge.events.tracker has no parse_tracker_settings",
-                          "remove the [events.tracker] table")
-    return parse(table)
+    valid = [f.name for f in dataclasses.fields(TrackerSettings)]
+    unknown = sorted(set(table) - set(valid))
+    if unknown:
+        raise ConfigError(f"unknown key events.tracker.{unknown[0]}", f"valid keys: {', '.join(valid)}")
+    return TrackerSettings(**table)
 
 
 def _array(name: str, inside: Any, apart: Any, limit: int) -> list:

@@ -20,6 +20,14 @@ def test_zone_contains_by_ray_casting():
     assert not ell.contains(75, 75)
 
 
+def test_points_on_the_edges_are_inside():
+    zone = parse_zone({"name": "bottom", "points": [[0, 150], [640, 150], [640, 272], [0, 272]]}, 0)
+    # a box touching the bottom of a 640x272 frame has its reference point on the frame's edge
+    assert zone.contains(*reference_point((300, 100, 340, 272)))
+    assert zone.contains(0, 200) and zone.contains(640, 150)
+    assert not zone.contains(300, 272.5) and not zone.contains(641, 200)
+
+
 def test_reference_point_is_the_bottom_centre():
     assert reference_point((10, 20, 30, 100)) == (20.0, 100.0)
 
@@ -151,6 +159,18 @@ def test_parse_events_refuses(table, fragment):
     with pytest.raises(ConfigError) as err:
         parse_events(table)
     assert fragment in str(err.value)
+
+
+def test_the_tracker_table_becomes_tracker_settings():
+    from edge.events.tracker import TrackerSettings
+    settings = parse_events({"tracker": {"min_hits": 5, "max_age": 2.5}})
+    assert settings.tracker == TrackerSettings(min_hits=5, max_age=2.5)
+    with pytest.raises(ConfigError, match=r"unknown key events.tracker.maxage \(valid keys: kind, min_hits"):
+        parse_events({"tracker": {"maxage": 2}})
+    with pytest.raises(ConfigError, match="tracker max_age -1 is invalid"):
+        parse_events({"tracker": {"max_age": -1}})
+    with pytest.raises(ConfigError, match=r"\[events.tracker\] must be a table"):
+        parse_events({"tracker": 3})
 
 
 def test_settings_have_help_texts_for_describe():

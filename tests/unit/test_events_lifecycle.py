@@ -189,6 +189,25 @@ def test_a_coasting_track_neither_enters_nor_crosses():
     assert rec.types() == ["new"] and lc.crossings["kerb"] == {}
 
 
+def test_a_track_predicted_out_of_the_picture_ends_there():
+    lc, rec = make()
+    walk = Walk(lc)
+    for x in (560, 600, 630):
+        walk.step((1, box_at(x, 120), 0.9))
+    walk.step((1, box_at(650, 120), None))                  # coasting, still overlapping the frame
+    assert rec.types() == ["new"]
+    walk.step((1, box_at(700, 120), None))                  # wholly right of a 640-wide frame
+    assert rec.types() == ["new", "end"]
+    end = rec.messages[-1]["after"]
+    assert end["box"] == [610, 20, 650, 120]                # the last detected box, not the prediction
+    assert end["end_time"] == pytest.approx(1_700_000_000.08)
+    walk.step((1, box_at(740, 120), None))                  # the tracker still coasts it: nothing more
+    assert rec.types() == ["new", "end"] and lc.open_events == []
+    for _ in range(3):
+        walk.step((1, box_at(620, 120), 0.9))               # detected again: a new event
+    assert rec.types() == ["new", "end", "new"] and rec.messages[-1]["after"]["id"] != end["id"]
+
+
 def test_zone_label_filter():
     cars = Zone("parking", STREET.points, inertia=1, labels=("car",))
     lc, rec = make(zones=(cars,))
