@@ -178,3 +178,14 @@ def test_settings_have_help_texts_for_describe():
     rows = describe(EventsSettings, "events.")
     assert len(rows) == len(EventsSettings.__dataclass_fields__)
     assert all(help_text for _, _, help_text in rows)
+
+
+def test_the_shipped_demo_config_parses_and_fits_the_sample_clip():
+    import tomllib
+    from pathlib import Path
+    demo = tomllib.loads((Path(__file__).parents[2] / "examples" / "demo.toml").read_text())
+    settings = parse_events(demo["events"])
+    assert settings.enabled and [z.name for z in settings.zones] == ["kerb"]
+    assert [l.name for l in settings.lines] == ["middle"] and settings.tracker.max_age == 1.5
+    check_geometry(settings.zones, settings.lines, 640, 272)
+    assert settings.lines[0].crossing((300, 270), (340, 270)) == "in"      # rightwards
