@@ -49,23 +49,30 @@ class NorfairTracker:
     """norfair.Tracker behind the Tracker interface (frames counted at the sequence's 25 fps)."""
 
     def __init__(self, settings: TrackerSettings, fps: float = mot_synth.FPS):
+        import logging
+
         import norfair
+        # its Kalman estimate of a box can invert for a frame; it warns about that each time
+        logging.getLogger("norfair").setLevel(logging.ERROR)
         self._norfair = norfair
         self.settings = settings
+        self._frame = 0
         self._tracker = norfair.Tracker(
             distance_function="iou", distance_threshold=1.0 - settings.iou_threshold,
             hit_counter_max=max(1, round(settings.max_age * fps)), initialization_delay=settings.min_hits - 1)
 
     def update(self, detections, timestamp):
         import numpy as np
+        self._frame += 1
         dets = [self._norfair.Detection(np.array([d.box[:2], d.box[2:]]), scores=np.array([d.score, d.score]),
-                                        label=d.label, data=i) for i, d in enumerate(detections)]
+                                        label=d.label, data=(self._frame, i)) for i, d in enumerate(detections)]
         active = []
         for obj in self._tracker.update(dets):
-            matched = obj.last_detection if any(obj.last_detection is d for d in dets) else None
+            last = obj.last_detection
+            matched = last if last is not None and last.data[0] == self._frame else None
             box = tuple(float(v) for v in obj.estimate.reshape(-1))
             active.append(TrackedObject(obj.id, obj.label, box, float(matched.scores[0]) if matched else 0.0,
-                                        matched.data if matched else None, obj.hit_counter, obj.age, True))
+                                        matched.data[1] if matched else None, obj.hit_counter, obj.age, True))
         return TrackUpdate(tuple(active), ())
 
     def drain(self):

@@ -179,9 +179,6 @@ class ByteTracker:
         self._ids = itertools.count(1)
         self._label_ids: dict[str, int] = {}
 
-    def _label_id(self, label: str) -> int:
-        return self._label_ids.setdefault(label, len(self._label_ids))
-
     def _assign(self, iou: np.ndarray) -> list[tuple[int, int]]:
         return greedy_assign(iou, self.settings.iou_threshold)
 
@@ -194,11 +191,13 @@ class ByteTracker:
             predicted = np.array([tr.predict(timestamp) for tr in tracks], dtype=np.float64)
             boxes = np.array([d.box for d in detections], dtype=np.float64)
             iou = iou_matrix(predicted, boxes)
-            track_cls = np.array([self._label_id(tr.label) for tr in tracks])
-            det_cls = np.array([self._label_id(d.label) for d in detections])
-            iou[track_cls[:, None] != det_cls[None, :]] = 0.0
-            strong = [i for i, d in enumerate(detections) if d.score >= s.high_score]
-            weak = [i for i, d in enumerate(detections) if d.score < s.high_score]
+            labels = self._label_ids
+            track_cls = np.array([labels[tr.label] for tr in tracks])
+            det_cls = np.array([labels.setdefault(d.label, len(labels)) for d in detections])
+            iou *= track_cls[:, None] == det_cls[None, :]
+            strong, weak = [], []
+            for i, d in enumerate(detections):
+                (strong if d.score >= s.high_score else weak).append(i)
             for r, c in self._assign(iou[:, strong]):
                 matched[r] = strong[c]
             if weak:
@@ -223,6 +222,7 @@ class ByteTracker:
         taken = set(matched.values())
         for i, det in enumerate(detections):
             if i not in taken and det.score >= s.high_score:
+                self._label_ids.setdefault(det.label, len(self._label_ids))
                 tr = _Track(next(self._ids), det, timestamp, confirmed=s.min_hits <= 1)
                 active.append(tr.state(tr.box, tr.score, i))
                 kept.append(tr)
