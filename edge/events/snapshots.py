@@ -9,8 +9,9 @@ file. Retention removes whole events, oldest first, to keep at most ``max_count`
 A write that fails (a full disk, a read-only or unwritable directory) is counted, logged at most
 every 30 s, and the snapshot is dropped: detection goes on and the next snapshot tries again.
 
-For the web view: :meth:`SnapshotStore.list` and :meth:`SnapshotStore.read` take event ids only;
-:func:`path_for` refuses anything that is not an event id (no path can be smuggled in).
+For the web view: :func:`list_snapshots` and :func:`read_snapshot` (or the store's ``list`` and
+``read``) need only the directory and take event ids only; :func:`path_for` refuses anything that
+is not an event id (no path can be smuggled in).
 """
 
 from __future__ import annotations
@@ -274,42 +275,52 @@ class SnapshotStore:
 
     def list(self) -> list[SnapshotInfo]:
         """The events with a snapshot on disk, newest first (read from the directory)."""
-        return sorted((SnapshotInfo(event_id, mtime, size, crop) for event_id, (mtime, size, crop)
-                       in self._scan_quietly().items()), key=lambda s: s.mtime, reverse=True)
-
-    def _scan_quietly(self) -> dict[str, list]:
-        index: dict[str, list] = {}
-        try:
-            entries = list(os.scandir(self.directory))
-        except OSError:
-            return index
-        for entry in entries:
-            match = _FILE.fullmatch(entry.name)
-            if match is None:
-                continue
-            try:
-                if not entry.is_file(follow_symlinks=False):
-                    continue
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            item = index.setdefault(match.group(1), [0.0, 0, False])
-            item[0] = max(item[0], st.st_mtime)
-            item[1] += st.st_size
-            item[2] = item[2] or match.group(2) is not None
-        return index
+        return list_snapshots(self.directory)
 
     def read(self, event_id: str, crop: bool = False) -> bytes | None:
-        """The JPEG of ``event_id`` (the crop with ``crop``); None when there is none; ValueError
-        for anything that is not an event id. Symbolic links are not followed."""
-        path = path_for(self.directory, event_id, crop)
+        """The JPEG of ``event_id`` (see :func:`read_snapshot`)."""
+        return read_snapshot(self.directory, event_id, crop)
+
+
+# --- reading without a store (the web view, another process) ---------------------------------------
+
+def list_snapshots(directory: str | Path) -> list[SnapshotInfo]:
+    """The events with a snapshot in ``directory``, newest first; an unreadable directory: none."""
+    index: dict[str, list] = {}
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return []
+    for entry in entries:
+        match = _FILE.fullmatch(entry.name)
+        if match is None:
+            continue
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        except (FileNotFoundError, OSError):
-            return None
-        try:
-            with os.fdopen(fd, "rb") as f:
-                data = f.read(READ_LIMIT + 1)
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            st = entry.stat(follow_symlinks=False)
         except OSError:
-            return None
-        return data if len(data) <= READ_LIMIT else None
+            continue
+        item = index.setdefault(match.group(1), [0.0, 0, False])
+        item[0] = max(item[0], st.st_mtime)
+        item[1] += st.st_size
+        item[2] = item[2] or match.group(2) is not None
+    return sorted((SnapshotInfo(event_id, mtime, size, crop) for event_id, (mtime, size, crop) in index.items()),
+                  key=lambda s: s.mtime, reverse=True)
+
+
+def read_snapshot(directory: str | Path, event_id: str, crop: bool = False) -> bytes | None:
+    """The JPEG of ``event_id`` in ``directory`` (the crop with ``crop``); None when there is none
+    (or it is larger than READ_LIMIT); ValueError for anything that is not an event id. Symbolic
+    links are not followed."""
+    path = path_for(directory, event_id, crop)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        with os.fdopen(fd, "rb") as f:
+            data = f.read(READ_LIMIT + 1)
+    except OSError:
+        return None
+    return data if len(data) <= READ_LIMIT else None

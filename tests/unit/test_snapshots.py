@@ -15,7 +15,7 @@ import pytest
 
 from edge.errors import ConfigError
 from edge.events.lifecycle import new_event_id
-from edge.events.snapshots import SnapshotStore, path_for, to_bgr
+from edge.events.snapshots import SnapshotStore, list_snapshots, path_for, read_snapshot, to_bgr
 
 BOX = (200.0, 50.0, 300.0, 250.0)
 
@@ -43,6 +43,10 @@ def test_saves_the_frame_with_its_box_and_a_crop(tmp_path):
     assert crop.shape == (272, 150, 3)          # 100x200 box + 25 % margin each side, clipped to the frame in y
     assert store.total_bytes == len(on_disk) + path_for(store.directory, event_id, crop=True).stat().st_size
     assert [s.event_id for s in store.list()] == [event_id] and store.read(event_id, crop=True)[:2] == b"\xff\xd8"
+    # the web view reads with the directory alone
+    assert [s.event_id for s in list_snapshots(store.directory)] == [event_id]
+    assert read_snapshot(store.directory, event_id) == on_disk
+    assert list_snapshots(tmp_path / "none") == []
 
 
 def test_replacing_a_snapshot_is_atomic_and_counted_once(tmp_path):
