@@ -153,12 +153,6 @@ def _dot(p: Point, shared: Point, q: Point) -> float:
     return (p[0] - shared[0]) * (q[0] - shared[0]) + (p[1] - shared[1]) * (q[1] - shared[1])
 
 
-def polygon_area(points: Sequence[Point]) -> float:
-    n = len(points)
-    return abs(sum(points[i][0] * points[(i + 1) % n][1] - points[(i + 1) % n][0] * points[i][1]
-                   for i in range(n))) / 2.0
-
-
 # --- parsing and validation --------------------------------------------------------------------
 
 def parse_zone(table: Any, index: int) -> Zone:
