@@ -5,18 +5,22 @@ Shared by ``edge run``, ``edge bench`` and the service, so that all of them run 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 from edge.capture import Source, make_source
 from edge.config import Config
 from edge.errors import ModelError
-from edge.pipeline import Pipeline
+from edge.pipeline import Camera, Detector, Scheduler
 from edge.results import Sink
 from edge.runtime import edgetpu, loader
+from edge.runtime.backend import Backend
 from edge.runtime.interpreter import first_line
+from edge.runtime.simulated import RecordingSimulatedBackend
 from edge.telemetry.jsonl import JsonlSink
 from edge.telemetry.live import LiveLine
 from edge.telemetry.hub import Telemetry
@@ -33,10 +37,11 @@ log = logging.getLogger(__name__)
 class Assembly:
     config: Config
     loaded: loader.Loaded
-    pipeline: Pipeline
+    pipeline: Scheduler
     stats: PipelineStats
     sinks: list[Sink] = field(default_factory=list)
     telemetry: Telemetry | None = None
+    plan: Plan | None = None
 
 
 def finish_params(config: Config, models: loader.ModelSet, labels: dict[int, str] | None = None) -> FinishParams:
@@ -186,40 +191,226 @@ def prepare(config: Config, models: loader.ModelSet, params: FinishParams) -> Pr
     return Prepared(models, params, loaded, decoder, preprocessor)
 
 
+@dataclass
+class CameraPlan:
+    """One camera of a configuration: its name, its own configuration (source, model) and model key."""
+
+    name: str
+    config: Config
+    key: str            # the model it runs: cameras naming the same model share a key
+
+    @property
+    def named(self) -> bool:
+        return bool(self.config.cameras)
+
+
+def camera_plans(config: Config) -> list[CameraPlan]:
+    """[[cameras]] as per-camera configurations; without it, one camera from [source]."""
+    if not config.cameras:
+        return [CameraPlan("", config, config.model.path)]
+    plans = []
+    for cam in config.cameras:
+        source = dataclasses.replace(config.source, uri=cam.source, fps=cam.fps, width=cam.width, height=cam.height,
+                                     realtime=cam.realtime, loop=cam.loop)
+        model = dataclasses.replace(config.model, path=cam.model) if cam.model else config.model
+        plans.append(CameraPlan(cam.name, dataclasses.replace(config, source=source, model=model), model.path))
+    return plans
+
+
+@dataclass(frozen=True)
+class DetectorPlan:
+    name: str
+    device: str         # cpu | edgetpu… | simulated | auto (the [model] device: one detector)
+    threads: int
+    standby: bool = False
+    invoke_ms: float = 0.0
+    retry: float = 0.0
+
+
+def detector_plans(config: Config) -> list[DetectorPlan]:
+    """[[detectors]]; without it, one detector on [model] device (auto: an Edge TPU when present)."""
+    if not config.detectors:
+        return [DetectorPlan("", config.model.device, config.model.threads, retry=0.0)]
+    return [DetectorPlan(d.name or d.device, d.device, d.threads or config.model.threads, d.standby, d.invoke_ms,
+                         config.service.tpu_retry if d.retry < 0 else d.retry) for d in config.detectors]
+
+
+@dataclass
+class Plan:
+    """Everything model-side a configuration needs, loaded and checked by one inference per backend:
+    what a reload builds while the running pipeline goes on."""
+
+    cameras: list[CameraPlan]
+    prepared: dict[str, Prepared]             # model key -> decoder, preprocessing, first backend
+    detectors: list[Detector]
+
+    def close(self) -> None:
+        for detector in self.detectors:
+            detector.close()
+
+    @property
+    def loaded(self) -> loader.Loaded:
+        return next(iter(self.prepared.values())).loaded
+
+
+def check_all(config: Config) -> dict[str, tuple[loader.ModelSet, FinishParams]]:
+    """:func:`check` of every model the cameras name, by model key."""
+    checked: dict[str, tuple[loader.ModelSet, FinishParams]] = {}
+    for plan in camera_plans(config):
+        if plan.key not in checked:
+            checked[plan.key] = check(plan.config)
+    for det in detector_plans(config):
+        if det.device not in ("auto", "cpu", "simulated"):
+            edgetpu.parse_device(det.device)
+    return checked
+
+
+def _open_detector(det: DetectorPlan, cameras: list[CameraPlan], checked: dict, prepared: dict[str, Prepared],
+                   first: bool) -> dict[str, Backend]:
+    """Every model the cameras name, loaded on ``det`` and run once."""
+    backends: dict[str, Backend] = {}
+    try:
+        for plan in cameras:
+            if plan.key in backends:
+                continue
+            models, params = checked[plan.key]
+            if first and plan.key not in prepared:      # the first detector also builds decoders
+                device = "cpu" if det.device == "simulated" else det.device
+                cfg = dataclasses.replace(plan.config, model=dataclasses.replace(
+                    plan.config.model, device=device, threads=det.threads))
+                prepared[plan.key] = prepare(cfg, models, params)
+                backend = prepared[plan.key].loaded.backend
+            else:
+                backend = _load_on(det, plan, models, prepared[plan.key])
+            if det.device == "simulated":
+                backend = RecordingSimulatedBackend(backend, det.invoke_ms / 1e3)
+            backends[plan.key] = backend
+    except BaseException:
+        for backend in backends.values():
+            backend.close()
+        raise
+    return backends
+
+
+def _load_on(det: DetectorPlan, plan: CameraPlan, models: loader.ModelSet, prepared: Prepared) -> Backend:
+    device = "cpu" if det.device == "simulated" else det.device
+    cfg = dataclasses.replace(plan.config.model, device=device, threads=det.threads)
+    loaded = loader.load(cfg, models)
+    try:
+        if loaded.backend.input_shape != prepared.loaded.backend.input_shape:
+            raise ModelError(f"detector {det.name!r} runs {loaded.model.path.name} with input "
+                             f"{list(loaded.backend.input_shape)}, the first detector with "
+                             f"{list(prepared.loaded.backend.input_shape)}",
+                             "give every detector the same model (or compiled twins of one model)")
+        first_inference(loaded, prepared.decoder)
+    except BaseException:
+        loaded.backend.close()
+        raise
+    return loaded.backend
+
+
+def prepare_all(config: Config, checked: dict | None = None, *, service: bool = False) -> Plan:
+    """Load every model on every detector and run each once (:func:`first_inference`)."""
+    checked = checked or check_all(config)
+    cameras = camera_plans(config)
+    prepared: dict[str, Prepared] = {}
+    detectors: list[Detector] = []
+    try:
+        for i, det in enumerate(detector_plans(config)):
+            backends = _open_detector(det, cameras, checked, prepared, first=(i == 0))
+            name = det.name or next(iter(backends.values())).name
+            kind = "edgetpu" if next(iter(backends.values())).name.startswith("edgetpu") else det.device
+            opener = (lambda det=det: _open_detector(det, cameras, checked, prepared, first=False))
+            detectors.append(Detector(name, backends, opener=opener, standby=det.standby, retry=det.retry, kind=kind))
+        if service:
+            detectors.extend(_service_failover(config, cameras, checked, prepared, detectors))
+    except BaseException:
+        for detector in detectors:
+            detector.close()
+        for p in prepared.values():
+            p.close()
+        raise
+    return Plan(cameras, prepared, detectors)
+
+
+def _service_failover(config: Config, cameras, checked, prepared, detectors: list[Detector]) -> list[Detector]:
+    """With one detector from [model] device: an Edge TPU that fails is retried every [service]
+    tpu_retry seconds, and the CPU twin stands by; --device auto that found the Edge TPU unusable
+    at start runs the CPU twin and retries the Edge TPU."""
+    if config.detectors or len(prepared) != 1:
+        return []
+    only = detectors[0]
+    loaded = next(iter(prepared.values())).loaded
+    models = loaded.models
+    if models.path_for("cpu") is None or models.path_for("edgetpu") is None:
+        return []
+    key = next(iter(prepared))
+    device = config.model.device if config.model.device.startswith("edgetpu") else "edgetpu"
+    retry = config.service.tpu_retry
+
+    def open_with(dev: str):
+        return lambda: {key: loader.load(dataclasses.replace(config.model, device=dev), models).backend}
+
+    if loaded.backend.name.startswith("edgetpu"):
+        only.opener, only.retry, only.kind = open_with(device), retry, "edgetpu"
+        return [Detector("cpu twin", opener=open_with("cpu"), standby=True, retry=retry, kind="cpu")]
+    if config.model.device == "auto" and loader.TPU_UNUSABLE in loaded.reason and retry > 0:
+        log.info("Edge TPU unusable at start; running on the CPU twin and retrying it every %.0f s", retry)
+        only.standby, only.kind = True, "cpu"
+        tpu = Detector(device, opener=open_with(device), retry=retry, kind="edgetpu")
+        tpu.next_retry = time.monotonic() + retry
+        return [tpu]
+    return []
+
+
 def assemble(config: Config, extra_sinks: list[Sink] | None = None,
              stats: PipelineStats | None = None,
              wrap_source: Callable[[Source], Source] | None = None,
-             prepared: Prepared | None = None) -> Assembly:
-    """Open the source, load the model (unless ``prepared``) and build the pipeline (not started).
+             prepared: Plan | None = None, *, service: bool = False) -> Assembly:
+    """Open the sources, load the models on the detectors (unless ``prepared``) and build the
+    scheduler (not started).
 
-    Cheap checks (device string, manifest, labels, the source itself) come before the model loads.
+    Cheap checks (device strings, manifests, labels, the sources themselves) come before the
+    models load.
     """
-    if prepared is None:
-        models, params = check(config)
-    else:
-        models, params = prepared.models, prepared.params
-    source = make_source(config.source)
-    camera = source if hasattr(source, "set_model_size") else None
-    if camera is not None:   # picamera2: the ISP scales a lores stream (main's aspect ratio) for the model
-        camera.set_model_size(*model_input_size(models), letterbox=models.manifest.input.resize == "letterbox")
-    if wrap_source is not None:  # e.g. the service's ReconnectingSource
-        source = wrap_source(source)
-    source.open()
+    checked = check_all(config) if prepared is None else None
+    plans = camera_plans(config)
+    opened: list[Source] = []
+    cameras_models: list[tuple[CameraPlan, Source, object]] = []
     try:
-        prepared = prepared or prepare(config, models, params)
-        loaded, decoder, params = prepared.loaded, prepared.decoder, prepared.params
-        model = loaded.model
-        preprocessor = prepared.preprocessor
+        for plan in plans:
+            source = make_source(plan.config.source)
+            camera = source if hasattr(source, "set_model_size") else None
+            if camera is not None:   # picamera2: the ISP scales a lores stream (main's aspect ratio) for the model
+                models = (checked or {}).get(plan.key, (prepared.prepared[plan.key].models,) if prepared else None)[0]
+                camera.set_model_size(*model_input_size(models),
+                                      letterbox=models.manifest.input.resize == "letterbox")
+            if wrap_source is not None:  # e.g. the service's ReconnectingSource
+                source = wrap_source(source)
+            source.open()
+            opened.append(source)
+            cameras_models.append((plan, source, camera))
+        plan_set = prepared or prepare_all(config, checked, service=service)
+        stats = stats or PipelineStats()
+        telemetry = make_exporters(config, stats, opened[0].name if len(opened) == 1 else "edge")
+    except BaseException:
+        for source in opened:
+            source.close()
+        raise
+    shared = make_sinks(config, stats, opened[0].name if len(opened) == 1 else "edge", telemetry) + [telemetry] \
+        + list(extra_sinks or [])
+    cameras = []
+    for plan, source, camera in cameras_models:
+        p = plan_set.prepared[plan.key]
+        preprocessor = p.preprocessor
         if camera is not None:   # the model gets the lores picture, boxes come back in main-stream pixels
             preprocessor = camera.wrap_preprocessor(preprocessor)
-        stats = stats or PipelineStats()
-        telemetry = make_exporters(config, stats, source.name)
-    except BaseException:
-        source.close()
-        raise
-    sinks = make_sinks(config, stats, source.name, telemetry) + [telemetry] + list(extra_sinks or [])
-    log.info("%s: input %s; labels %s", model.path.name, models.convention.describe(), models.labels.describe())
-    guard = InputGuard(model.path.name, models.convention.describe()) if models.convention else None
-    pipeline = Pipeline(source, loaded.backend, preprocessor, make_postprocess(decoder, params), sinks,
-                        stats, max_frames=config.output.max_frames, guard=guard)
-    return Assembly(config, loaded, pipeline, stats, sinks, telemetry)
+        models = p.models
+        log.info("%s%s: input %s; labels %s", f"camera {plan.name}: " if plan.name else "", p.loaded.model.path.name,
+                 models.convention.describe(), models.labels.describe())
+        guard = InputGuard(p.loaded.model.path.name, models.convention.describe()) if models.convention else None
+        cameras.append(Camera(plan.name or source.name, source, preprocessor, make_postprocess(p.decoder, p.params),
+                              shared,
+                              None, model=plan.key, guard=guard))
+    pipeline = Scheduler(cameras, plan_set.detectors, stats, max_frames=config.output.max_frames)
+    return Assembly(config, plan_set.loaded, pipeline, stats, shared, telemetry, plan_set)

@@ -80,8 +80,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     assembly = assemble(config)
     pipeline = assembly.pipeline
-    log.info("source %s, model %s, %s", pipeline.source.name, assembly.loaded.model.path.name,
-             assembly.loaded.reason)
+    log.info("%s, model %s, %s; detectors %s",
+             ", ".join(f"camera {c.name} ({c.source.name})" if config.cameras else f"source {c.source.name}"
+                       for c in pipeline.cameras),
+             assembly.loaded.model.path.name, assembly.loaded.reason, assembly.stats.backend)
     if config.output.jsonl:
         from edge.service.daemon import note_appending
         if not note_appending(config.output.jsonl):

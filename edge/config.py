@@ -202,6 +202,39 @@ class ServiceConfig:
 
 
 @dataclass(frozen=True)
+class CameraConfig:
+    name: str = setting("", "The camera's name: a label on its metrics, events and topics (letters, digits, "
+                            "'-', '_'; unique).")
+    source: str = setting("", "What [source] uri takes: a video file, an image folder, a camera index or "
+                              "/dev/videoN, an rtsp:// or http:// URL, picamera2[:N], sample.")
+    fps: float = setting(0.0, "Requested capture frame rate; 0: the device default.", minimum=0)
+    width: int = setting(0, "Requested capture width; 0: the device default.", minimum=0)
+    height: int = setting(0, "Requested capture height; 0: the device default.", minimum=0)
+    realtime: bool = setting(True, "Pace video files at their frame rate (see [source] realtime).")
+    loop: bool = setting(False, "Restart video files and image folders at their end.")
+    model: str = setting("", "This camera's own model (a .tflite or a model directory); empty: [model] path. "
+                             "Every detector loads every model the cameras name.")
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    device: str = setting("", "cpu | edgetpu[:usb|:pci][:N] | simulated (a SIMULATED accelerator for "
+                              "benchmarks: sleeps invoke_ms, replays the model's real outputs of its first frame).")
+    name: str = setting("", "The detector's name in logs and metrics; empty: the device.")
+    threads: int = setting(0, "CPU threads (device cpu); 0: [model] threads.", minimum=0, maximum=64)
+    standby: bool = setting(False, "Take work only while no other detector is up (e.g. the CPU behind an "
+                                   "Edge TPU); opened when the first failure calls it in.")
+    invoke_ms: float = setting(0.0, "Simulated inference time per frame (device simulated), e.g. 7.2.",
+                               minimum=0, maximum=10_000)
+    retry: float = setting(-1.0, "Seconds between attempts to reopen the detector after it failed; -1: "
+                                 "[service] tpu_retry; 0: never.", minimum=-1)
+
+
+# Sections that are arrays of tables ([[cameras]], [[detectors]]), and the type of each entry.
+ARRAYS = {"cameras": CameraConfig, "detectors": DetectorConfig}
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     source: SourceConfig = field(default_factory=SourceConfig)
@@ -213,6 +246,8 @@ class Config:
     prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    cameras: tuple = ()       # CameraConfig per [[cameras]] entry; empty: one camera from [source]
+    detectors: tuple = ()     # DetectorConfig per [[detectors]] entry; empty: one, from [model] device
 
 
 def _check_value(section: str, f: dataclasses.Field, hint: Any, value: Any) -> Any:
@@ -294,9 +329,71 @@ def merge(config: Config, tables: dict[str, dict]) -> Config:
     if unknown:
         raise ConfigError(f"unknown section [{unknown[0]}]", f"valid sections: {', '.join(sections)}")
     hints = typing.get_type_hints(Config)
-    replaced = {name: _build_section(hints[name], name, table, getattr(config, name))
+    replaced = {name: _build_array(name, table) if name in ARRAYS else
+                _build_section(hints[name], name, table, getattr(config, name))
                 for name, table in tables.items()}
     return dataclasses.replace(config, **replaced)
+
+
+def _build_array(name: str, entries: Any) -> tuple:
+    """[[cameras]] / [[detectors]]: each entry a table, checked like a section, then as a whole."""
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ConfigError(f"{name} must be an array of tables ([[{name}]] entries), got {bounded.show(entries)}")
+    if len(entries) > MAX_ENTRIES:
+        raise ConfigError(f"{len(entries)} [[{name}]] entries; at most {MAX_ENTRIES}")
+    cls = ARRAYS[name]
+    built = tuple(_build_section(cls, f"{name}[{i}]", entry, cls()) for i, entry in enumerate(entries))
+    (_check_cameras if name == "cameras" else _check_detectors)(built)
+    return built
+
+
+MAX_ENTRIES = 64
+NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+
+
+def _check_cameras(cameras: tuple) -> None:
+    seen: set[str] = set()
+    for i, cam in enumerate(cameras):
+        where = f"cameras[{i}]"
+        if not cam.name:
+            raise ConfigError(f"{where} has no name", "give each [[cameras]] entry a name, e.g. name = \"front\"")
+        if not set(cam.name) <= NAME_CHARS or len(cam.name) > 64:
+            raise ConfigError(f"{where}.name = {cam.name!r} is not a name of letters, digits, '-' and '_' "
+                              "(at most 64)", "it becomes a metric label and an MQTT topic level")
+        if cam.name in seen:
+            raise ConfigError(f"{where}.name = {cam.name!r} is used by an earlier camera", "camera names are unique")
+        seen.add(cam.name)
+        if not cam.source:
+            raise ConfigError(f"camera {cam.name!r} has no source", "set source, e.g. source = \"/dev/video0\"")
+
+
+def _check_detectors(detectors: tuple) -> None:
+    seen: set[str] = set()
+    for i, det in enumerate(detectors):
+        where = f"detectors[{i}]"
+        device = det.device
+        if device == "simulated":
+            if not det.invoke_ms > 0:
+                raise ConfigError(f"{where}: a simulated detector needs invoke_ms > 0, got {det.invoke_ms!r}",
+                                  "e.g. invoke_ms = 7.2 (a USB Coral's SSD MobileNet v2)")
+        elif device == "cpu" or device.startswith("edgetpu"):
+            if device != "cpu":
+                from edge.runtime.edgetpu import parse_device
+                parse_device(device)
+            if det.invoke_ms:
+                raise ConfigError(f"{where}: invoke_ms = {det.invoke_ms!r} is only for device = \"simulated\"")
+        else:
+            raise ConfigError(f"{where}.device = {device!r} is not a detector",
+                              "use cpu, edgetpu, edgetpu:usb[:N], edgetpu:pci[:N] or simulated")
+        name = det.name or device
+        if name in seen:
+            raise ConfigError(f"{where}: detector name {name!r} is used twice",
+                              "give the detectors distinct names (name = \"tpu0\")")
+        seen.add(name)
+    standbys = [d for d in detectors if d.standby]
+    if standbys and len(standbys) == len(detectors):
+        raise ConfigError("every [[detectors]] entry is standby: none would take work",
+                          "mark only the fall-back (e.g. the CPU) standby = true")
 
 
 def load(path: str | Path | None = None, overrides: dict[str, dict] | None = None) -> Config:
@@ -311,6 +408,9 @@ def load(path: str | Path | None = None, overrides: dict[str, dict] | None = Non
         tables = parse_toml(text, str(path))
         config = merge(config, tables)
     if overrides:
+        if config.cameras and (overrides.get("source") or {}).get("uri"):
+            raise ConfigError(f"--source {overrides['source']['uri']!r} and [[cameras]] in {str(path)!r} both name "
+                              "sources", "use one: --source for one camera, or [[cameras]] in the config file")
         config = merge(config, {k: v for k, v in overrides.items() if v})
     return config
 
@@ -330,6 +430,9 @@ def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, Any, str]]
     rows = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
+        if cls is Config and f.name in ARRAYS:
+            rows += describe(ARRAYS[f.name], f"{f.name}[].")
+            continue
         if dataclasses.is_dataclass(hints[f.name]):
             rows += describe(hints[f.name], f"{prefix}{f.name}.")
             continue

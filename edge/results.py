@@ -41,6 +41,7 @@ class FrameResult:
     detections: tuple[Detection, ...]
     timings: Timings
     backend: str
+    camera: str = ""     # the camera's name ([[cameras]] name; the source's name for one source)
 
 
 class Sink(Protocol):

@@ -64,8 +64,9 @@ END = _EndOfStream()
 class FrameSlot:
     """Holds the newest frame; a frame replaced before it was taken counts as dropped."""
 
-    def __init__(self, lockstep: bool = False):
-        self._cond = threading.Condition()
+    def __init__(self, lockstep: bool = False, cond: threading.Condition | None = None):
+        # several slots may share one condition, so that a consumer waits for any of them
+        self._cond = cond or threading.Condition()
         self._frame: Frame | None = None
         self._ended = False
         self._error: BaseException | None = None
@@ -89,6 +90,20 @@ class FrameSlot:
             self._ended = True
             self._error = error
             self._cond.notify_all()
+
+    def poll(self) -> Frame | _EndOfStream | None:
+        """The newest frame, :data:`END` once the source ended and was drained, else None; never waits.
+        A source that ended with an error raises it here."""
+        with self._cond:
+            if self._frame is None:
+                if self._ended:
+                    if self._error is not None:
+                        raise self._error
+                    return END
+                return None
+            frame, self._frame = self._frame, None
+            self._cond.notify_all()
+            return frame
 
     def get(self, timeout: float) -> Frame | _EndOfStream | None:
         """The newest frame, :data:`END` once the source ended and was drained, or None on timeout."""

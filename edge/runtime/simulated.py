@@ -59,3 +59,33 @@ class SimulatedBackend:
 
     def close(self) -> None:
         self._outputs = ()
+
+
+class RecordingSimulatedBackend(SimulatedBackend):
+    """A SIMULATED accelerator for a running daemon: its first frame runs on the real ``backend``
+    (the CPU), whose outputs are then replayed for every frame, each after ``seconds`` of sleep."""
+
+    def __init__(self, backend: Backend, seconds: float):
+        view = backend.input_view()
+        dtype = view.dtype
+        del view
+        super().__init__(backend.model, backend.input_shape, dtype, backend.outputs(), seconds)
+        self._real: Backend | None = backend
+
+    def invoke(self) -> None:
+        if self._real is None:
+            time.sleep(self.seconds)
+            return
+        view = self._real.input_view()
+        view[...] = self._input
+        del view
+        self._real.invoke()
+        self._outputs = self._real.outputs()
+        self._real.close()
+        self._real = None
+
+    def close(self) -> None:
+        if self._real is not None:
+            self._real.close()
+            self._real = None
+        super().close()

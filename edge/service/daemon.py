@@ -8,7 +8,8 @@
   closed, exit 0. SIGHUP: re-read the configuration and reload the model; a configuration that
   fails to validate or to load is logged and the running one is kept.
 - The source is wrapped in a :class:`~edge.capture.reconnect.ReconnectingSource` (``[service]
-  reconnect``), and an Edge TPU backend in a :class:`~edge.runtime.failover.FailoverBackend`.
+  reconnect``); an Edge TPU detector that fails is retried every ``[service] tpu_retry`` seconds
+  while its CPU twin stands by (:mod:`edge.pipeline`'s standby detector).
 
 The pipeline runs in a worker thread; the main thread handles signals and status.
 """
@@ -42,11 +43,12 @@ OPEN_HANG = 60.0
 
 def precheck(config: Config) -> None:
     """The cheap part of :func:`edge.app.assemble`: raises EdgeError for a config that cannot run."""
-    from edge.app import check
+    from edge.app import camera_plans, check_all
     from edge.capture import make_source
 
-    check(config)
-    make_source(config.source)
+    check_all(config)
+    for plan in camera_plans(config):
+        make_source(plan.config.source)
 
 
 def note_appending(path: str) -> bool:
@@ -75,7 +77,7 @@ class Daemon:
         self._stop_requested = False
         self._reload_requested = False
         self._source_stop = threading.Event()
-        self._source: ReconnectingSource | None = None
+        self._sources: list[ReconnectingSource] = []
         self._worker: threading.Thread | None = None
         self._error: BaseException | None = None
 
@@ -100,30 +102,30 @@ class Daemon:
 
     def _assemble(self, config: Config, prepared=None):
         from edge.app import assemble
-        from edge.runtime.failover import wrap_for_failover
 
         self._source_stop = threading.Event()
-        self._source = None
+        self._sources = []
         stop = self._source_stop
 
         def wrap(source: Source) -> Source:
             if not config.service.reconnect:
                 return source
             backoff = Backoff(config.service.reconnect_initial, config.service.reconnect_max)
-            self._source = ReconnectingSource(source, backoff, stop=stop,
-                                              on_reconnect=lambda: self.stats.count("reconnects"))
-            return self._source
+            wrapped = ReconnectingSource(source, backoff, stop=stop,
+                                         on_reconnect=lambda: self.stats.count("reconnects"))
+            self._sources.append(wrapped)
+            return wrapped
 
         self.notifier.extend_timeout(config.service.load_timeout)
         self.notifier.status(f"loading {config.model.path or 'the default model'}")
         note_appending(config.output.jsonl)
-        assembly = assemble(config, stats=self.stats, wrap_source=wrap, prepared=prepared)
+        assembly = assemble(config, stats=self.stats, wrap_source=wrap, prepared=prepared, service=True)
         pipeline = assembly.pipeline
-        pipeline.backend = wrap_for_failover(assembly.loaded, config, self.stats)
-        self.stats.backend = pipeline.backend.name
         pipeline.on_published.append(self._on_published)
-        log.info("service: source %s, model %s, %s", pipeline.source.name, assembly.loaded.model.path.name,
-                 assembly.loaded.reason)
+        log.info("service: %s, model %s, %s; detectors %s",
+                 ", ".join(f"camera {c.name} ({c.source.name})" if config.cameras else f"source {c.source.name}"
+                           for c in pipeline.cameras),
+                 assembly.loaded.model.path.name, assembly.loaded.reason, self.stats.backend)
         return assembly
 
     def _start(self, assembly) -> None:
@@ -159,14 +161,14 @@ class Daemon:
         broken model or manifest raises) keeps the running pipeline, logged, in STATUS and counted.
         Only then is the old pipeline stopped and the new one started on the prepared model.
         """
-        from edge.app import check, prepare
+        from edge.app import prepare_all
 
         self._reload_requested = False
         try:
             new = self.load_config()
             precheck(new)
             self.notifier.status("reload: loading the new model while the running one goes on")
-            prepared = prepare(new, *check(new))
+            prepared = prepare_all(new, service=True)
         except Exception as exc:   # the transaction's boundary: nothing may kill the running pipeline
             reason = exc.message if isinstance(exc, EdgeError) else f"unexpected {type(exc).__name__}: {exc}"
             log.error("reload refused, keeping the running configuration: %s", exc,
@@ -228,8 +230,8 @@ class Daemon:
 
     def _recovering(self) -> str:
         """Feed the watchdog while the source is being reopened; the STATUS note saying so."""
-        source = self._source
-        if source is None or source.outage_since is None:
+        source = next((s for s in self._sources if s.outage_since is not None), None)
+        if source is None:
             return ""
         now = time.monotonic()
         if source.opening_since is None or now - source.opening_since < OPEN_HANG:

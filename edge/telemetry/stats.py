@@ -21,7 +21,7 @@ STAGES = ("preprocess", "invoke", "postprocess", "publish", "end_to_end", "frame
 # Named event counters, exported as ``edge_<name>_total``; PipelineStats.count(name) increments one.
 # COUNTER_HELP describes them for exporters. Every counter is declared here, in one place.
 COUNTERS = ["captured", "dropped", "inferred", "published", "reconnects", "tpu_fallbacks", "corrupt",
-            "reloads_refused"]
+            "reloads_refused", "detector_failures"]
 COUNTER_HELP = {"captured": "Frames delivered by the source.",
                 "dropped": "Frames replaced by a newer one before inference took them.",
                 "inferred": "Frames the model ran on.",
@@ -29,6 +29,8 @@ COUNTER_HELP = {"captured": "Frames delivered by the source.",
                 "reconnects": "Times the source was reopened after its end, an unplug or a read error.",
                 "tpu_fallbacks": "Times inference moved from the Edge TPU to the CPU twin.",
                 "corrupt": "Frames or images that did not decode and were skipped.",
+                "detector_failures": "Times a detector's invoke failed (e.g. a USB Coral reset): it was taken "
+                                     "out, its frame re-run on another detector.",
                 "reloads_refused": "Reloads (SIGHUP) whose configuration or model did not load: the running "
                                    "pipeline was kept."}
 
@@ -149,6 +151,7 @@ class PipelineStats:
 
     def __init__(self, window: int = 512):
         self._lock = threading.Lock()
+        self._window = window
         self.started = time.monotonic()
         self.backend = ""
         self.captured = 0
@@ -164,6 +167,14 @@ class PipelineStats:
         self.histograms = {stage: CumulativeHistogram() for stage in STAGES}
         self.counts = dict.fromkeys(COUNTERS, 0)
         self.rates = {name: RateMeter() for name in ("capture", "inference", "published")}
+        self.cameras: dict[str, PipelineStats] = {}      # per-camera figures when several cameras run
+
+    def camera(self, name: str) -> PipelineStats:
+        """The stats of camera ``name`` (made on first use, kept across reloads)."""
+        with self._lock:
+            if name not in self.cameras:
+                self.cameras[name] = PipelineStats(self._window)
+            return self.cameras[name]
 
     def capture_counts(self, captured: int, dropped: int, generation: object = None) -> None:
         """The capture thread's running totals (its frame slot's counts since the slot was made).

@@ -21,7 +21,6 @@ import pytest
 from edge.capture.base import Frame
 from edge.capture.reconnect import Backoff, ReconnectingSource
 from edge.errors import DelegateError, SourceError
-from edge.runtime.failover import FailoverBackend
 from edge.service.notify import Notifier, watchdog_period
 from edge.service.watchdog import FrameWatchdog
 from edge.telemetry.stats import PipelineStats
@@ -163,112 +162,6 @@ def test_reconnecting_source_stops_waiting_when_closed():
     assert source.reconnects == 0
 
 
-# Edge TPU fail-over ----------------------------------------------------------------------------
-
-class FakeBackend:
-    def __init__(self, name, fail_after=None, scale=1):
-        self.name, self.fail_after, self.scale = name, fail_after, scale
-        self.model = type("M", (), {"path": type("P", (), {"name": name})()})()
-        self.input_shape = (1, 2, 2, 3)
-        self._input = np.zeros(self.input_shape, np.uint8)
-        self.invokes, self.closed = 0, False
-        self._out = None
-
-    def input_view(self):
-        return self._input
-
-    def invoke(self):
-        if self.fail_after is not None and self.invokes >= self.fail_after:
-            raise RuntimeError("Failed to invoke: USB transfer error 5")
-        self.invokes += 1
-        self._out = self._input.astype(np.int32).sum() * self.scale
-
-    def outputs(self):
-        return (np.array([self._out]),)
-
-    def close(self):
-        self.closed = True
-
-
-def _run_frame(backend, value):
-    view = backend.input_view()
-    view[...] = value
-    del view
-    backend.invoke()
-    return int(backend.outputs()[0][0])
-
-
-def test_failover_moves_to_the_cpu_twin_mid_run_without_losing_the_frame(caplog):
-    clock, stats = _Clock(), PipelineStats()
-    tpu, cpu = FakeBackend("edgetpu:usb", fail_after=2), FakeBackend("cpu/xnnpack x4")
-    opened = []
-
-    def open_cpu():
-        opened.append("cpu")
-        return cpu
-
-    backend = FailoverBackend(tpu, lambda: (_ for _ in ()).throw(DelegateError("no Edge TPU")), open_cpu,
-                              retry=60, stats=stats, clock=clock)
-    assert [_run_frame(backend, v) for v in (1, 2, 3)] == [12, 24, 36]   # the 3rd frame re-ran on the CPU
-    assert tpu.invokes == 2 and cpu.invokes == 1 and tpu.closed and opened == ["cpu"]
-    assert "Edge TPU invoke failed" in caplog.text and "USB transfer error" in caplog.text
-    assert stats.snapshot().counts["tpu_fallbacks"] == 1
-    assert "fallback" in stats.backend
-
-
-def test_failover_retries_the_edge_tpu_periodically():
-    clock = _Clock()
-    cpu, tpu_again = FakeBackend("cpu"), FakeBackend("edgetpu:usb", scale=1)
-    attempts = []
-
-    def open_tpu():
-        attempts.append(clock.now)
-        if len(attempts) == 1:
-            raise DelegateError("no Edge TPU found")
-        return tpu_again
-
-    backend = FailoverBackend(None, open_tpu, lambda: cpu, retry=10, fallback=cpu, clock=clock)
-    _run_frame(backend, 1)
-    assert attempts == [] and not backend.on_primary
-    clock.now += 10
-    _run_frame(backend, 1)          # first retry fails: stays on the CPU
-    assert attempts == [110.0] and not backend.on_primary
-    clock.now += 5
-    _run_frame(backend, 1)
-    assert len(attempts) == 1       # not before the next period
-    clock.now += 5
-    assert _run_frame(backend, 2) == 24
-    assert backend.on_primary and tpu_again.invokes == 1 and backend.returns == 1
-
-
-def test_service_wiring_when_the_delegate_fails_at_start(int8_model, model_dir, tmp_path, monkeypatch, caplog):
-    """--device auto, a USB Coral enumerated (faked: none here) but libedgetpu unloadable (really
-    absent here): the real CPU twin runs, wrapped to retry the Edge TPU, and the retry is logged."""
-
-    from edge import config as configuration
-    from edge.runtime import edgetpu, loader
-    from edge.runtime.failover import wrap_for_failover
-    from tests.helpers import edgetpu_twin_dir
-
-    edgetpu_twin_dir(int8_model, model_dir, tmp_path)
-    monkeypatch.setattr(edgetpu, "enumerate_devices",
-                        lambda *a, **k: [edgetpu.TpuDevice("usb", "/sys/bus/usb/devices/2-1", "usb")])
-    cfg = configuration.load(None, {"model": {"path": str(tmp_path)}, "service": {"tpu_retry": 0.01}})
-    loaded = loader.load(cfg.model)
-    assert "Edge TPU unusable" in loaded.reason and loaded.model.path.name == "person_int8.tflite"
-    stats = PipelineStats()
-    backend = wrap_for_failover(loaded, cfg, stats)
-    assert isinstance(backend, FailoverBackend) and not backend.on_primary
-    view = backend.input_view()
-    assert view.shape == (1, 300, 300, 3)
-    view[...] = 128
-    del view
-    time.sleep(0.02)
-    backend.invoke()                           # retries the Edge TPU (fails: no libedgetpu), runs on the CPU
-    assert "Edge TPU still unusable" in caplog.text
-    assert len(backend.outputs()) == 4 and "fallback" in backend.name
-
-
 # journald priorities, and -v before the subcommand ---------------------------------------------
 
 def test_journal_lines_carry_their_syslog_priority():
@@ -337,3 +230,29 @@ def test_appending_to_an_existing_jsonl_is_logged(tmp_path, caplog):
         events.write_text('{"frame": 1}\n')
         assert note_appending(str(events))
     assert [r.message for r in caplog.records] == [f"appending detection events to {events}, which already holds 13 bytes"]
+
+
+# Edge TPU fail-over as detectors of the scheduler (the pool's behaviour: tests/unit/test_scheduler.py)
+
+def test_service_wiring_when_the_delegate_fails_at_start(int8_model, model_dir, tmp_path, monkeypatch):
+    """--device auto, a USB Coral enumerated (faked: none here) but libedgetpu unloadable (really
+    absent here): the real CPU twin runs as the standby, and the Edge TPU detector is retried."""
+    from edge import config as configuration
+    from edge.app import prepare_all
+    from edge.runtime import edgetpu
+    from tests.helpers import edgetpu_twin_dir
+
+    edgetpu_twin_dir(int8_model, model_dir, tmp_path)
+    monkeypatch.setattr(edgetpu, "enumerate_devices",
+                        lambda *a, **k: [edgetpu.TpuDevice("usb", "/sys/bus/usb/devices/2-1", "usb")])
+    cfg = configuration.load(None, {"model": {"path": str(tmp_path)}, "service": {"tpu_retry": 0.01}})
+    plan = prepare_all(cfg, service=True)
+    try:
+        cpu, tpu = plan.detectors
+        assert cpu.up and cpu.standby and cpu.backend_name.startswith("cpu")
+        assert plan.loaded.model.path.name == "person_int8.tflite"
+        assert tpu.kind == "edgetpu" and not tpu.up and tpu.retry == 0.01 and tpu.next_retry < float("inf")
+        with pytest.raises(DelegateError):
+            tpu.reopen()                 # no libedgetpu here: the retry fails, and is tried again later
+    finally:
+        plan.close()
