@@ -6,10 +6,11 @@ killed mid-run or the disk fills; a line that cannot be written is dropped and c
 With ``max_bytes`` the file rotates by size (``file`` → ``file.1`` → … ``file.N``, the oldest
 dropped) before a line would make it larger; with ``stats_interval`` a
 stats line (``{"type": "stats", …}``, see :mod:`edge.telemetry.stats_payload`) is written that often and
-once at the end.
+once at the end. An event's ``camera`` is the frame's camera (its ``[[cameras]]`` name; the source's
+name for one source); ``source`` is the name the sink was made with, as before.
 
-    {"ts": 1763900000.123, "frame": 42, "source": "bikes.mp4", "width": 640, "height": 272,
-     "detections": [{"label": "person", "class_id": 0, "score": 0.87, "box": [x0, y0, x1, y1]}]}
+    {"ts": 1763900000.123, "frame": 42, "source": "bikes.mp4", "camera": "bikes.mp4", "width": 640,
+     "height": 272, "detections": [{"label": "person", "class_id": 0, "score": 0.87, "box": [x0, y0, x1, y1]}]}
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ log = logging.getLogger(__name__)
 def event(result: FrameResult, source: str) -> dict:
     width, height = result.frame.size
     return {"ts": round(result.frame.timestamp, 3), "frame": result.frame.index, "source": source,
-            "width": width, "height": height, "detections": [d.as_dict() for d in result.detections]}
+            "camera": result.camera or source, "width": width, "height": height,
+            "detections": [d.as_dict() for d in result.detections]}
 
 
-# (detections, frame index, timestamp, source, line) of the last event encoded by event_line
-_last_event: tuple = ((), -1, 0.0, "", "")
+# (detections, frame index, timestamp, source, camera, line) of the last event encoded by event_line
+_last_event: tuple = ((), -1, 0.0, "", "", "")
 
 
 def event_line(result: FrameResult, source: str) -> str:
@@ -43,16 +45,16 @@ def event_line(result: FrameResult, source: str) -> str:
 
     The JSONL sink and the MQTT exporter both send it for the same frame, one after the other on
     the publishing thread, so it is encoded once per frame: the last line is kept, keyed by the
-    detections tuple (held, so its identity cannot be reused), the frame and the source.
+    detections tuple (held, so its identity cannot be reused), the frame, the source and the camera.
     """
     global _last_event
     frame = result.frame
-    detections, index, timestamp, last_source, line = _last_event
+    detections, index, timestamp, last_source, camera, line = _last_event
     if (detections is result.detections and index == frame.index and timestamp == frame.timestamp
-            and last_source == source):
+            and last_source == source and camera == result.camera):
         return line
     line = json.dumps(event(result, source), separators=(",", ":"))
-    _last_event = (result.detections, frame.index, frame.timestamp, source, line)
+    _last_event = (result.detections, frame.index, frame.timestamp, source, result.camera, line)
     return line
 
 

@@ -1,5 +1,8 @@
 """The live status line: FPS, latency percentiles, watts, J/inference, temperature, detections.
 
+With several cameras the FPS is the total, followed by each camera's inference FPS in brackets:
+``29.8 fps [front 15.0 back 14.8] | invoke p50 …``.
+
 On a terminal the line is redrawn in place a few times a second; otherwise (a pipe, the journal)
 one line is logged every ``interval`` seconds so logs stay readable.
 """
@@ -14,6 +17,7 @@ from typing import TextIO
 
 from edge.results import FrameResult
 from edge.telemetry.stats import PipelineStats, Snapshot
+from edge.telemetry.stats_payload import camera_snapshots
 from edge.telemetry.system import SystemMonitor, SystemSample
 
 log = logging.getLogger("edge.live")
@@ -35,11 +39,19 @@ def format_system(sample: SystemSample | None) -> str:
     return "".join(" | " + p for p in parts)
 
 
-def format_line(snap: Snapshot, sample: SystemSample | None = None) -> str:
+def format_cameras(cameras: dict[str, Snapshot] | None) -> str:
+    """`` [front 15.0 back 14.8]``: each camera's inference FPS; "" for none (one camera)."""
+    if not cameras:
+        return ""
+    return " [" + " ".join(f"{name} {snap.fps_inference:.1f}" for name, snap in cameras.items()) + "]"
+
+
+def format_line(snap: Snapshot, sample: SystemSample | None = None,
+                cameras: dict[str, Snapshot] | None = None) -> str:
     e2e = snap.latency["end_to_end"]
     inv = snap.latency["invoke"]
     people = ", ".join(f"{label} {n}" for label, n in sorted(snap.detections.items())) or "none yet"
-    return (f"{snap.fps_inference:5.1f} fps | invoke p50 {inv[50] * 1e3:5.1f} ms p95 {inv[95] * 1e3:5.1f} ms"
+    return (f"{snap.fps_inference:5.1f} fps{format_cameras(cameras)} | invoke p50 {inv[50] * 1e3:5.1f} ms p95 {inv[95] * 1e3:5.1f} ms"
             f" | end-to-end p50 {e2e[50] * 1e3:5.1f} ms p95 {e2e[95] * 1e3:5.1f} ms"
             f"{format_system(sample)} | frames {snap.inferred} dropped {snap.dropped} | detections: {people}")
 
@@ -63,7 +75,8 @@ class LiveLine:
         self._draw()
 
     def _draw(self) -> None:
-        line = format_line(self.stats.snapshot(), self.system.latest() if self.system else None)
+        line = format_line(self.stats.snapshot(), self.system.latest() if self.system else None,
+                           camera_snapshots(self.stats))
         if self.tty:
             self.stream.write("\r\x1b[2K" + line)
             self.stream.flush()

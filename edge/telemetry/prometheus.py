@@ -6,6 +6,13 @@ threads pay nothing per frame for the exporter. Names follow Prometheus conventi
 (``_seconds``, ``_watts``, ``_celsius``, ``_joules_total``, ``_bytes``), ``_total`` counters. A
 source that cannot be read has ``edge_<source>_available 0`` with the reason as a label instead
 of zero readings. The server binds 127.0.0.1 unless configured otherwise.
+
+The ``edge_*`` pipeline families are the aggregate over every camera, unlabelled as ever. Beside
+them the ``edge_camera_*`` families carry a ``camera`` label: one camera's frames, detections, FPS,
+stage latency histograms (every stage, ``end_to_end`` and ``frame_age`` included, in one family) and
+recent percentiles. With several cameras there is one label value per camera; with one camera the
+family is the aggregate's figures under the camera's name (``camera`` given to the collector), so
+that a dashboard over many devices can group by ``camera`` whatever each device runs.
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, Hist
                                     InfoMetricFamily, Metric)
 
 from edge.errors import ConfigError
-from edge.telemetry.stats import COUNTER_HELP, LogLimiter, PipelineStats
+from edge.telemetry.stats import COUNTER_HELP, LogLimiter, PipelineStats, Snapshot
+from edge.telemetry.stats_payload import FRAME_COUNTS, camera_snapshots
 from edge.telemetry.system import SOURCES, SystemMonitor
 from edge.telemetry.vcgencmd import THROTTLE_FLAGS
 from edge.web.security import BoundedServerMixin, Credentials, check_exposure, server_tls
@@ -40,19 +48,27 @@ def _bucket_rows(buckets) -> list[tuple[str, int]]:
 
 
 class EdgeCollector:
-    """Builds every edge_* family from the stats and system snapshots at scrape time."""
+    """Builds every edge_* family from the stats and system snapshots at scrape time.
 
-    def __init__(self, stats: PipelineStats, system: SystemMonitor | None = None):
+    ``camera``: the name of the only camera, for the ``edge_camera_*`` families when the stats have
+    no per-camera children (one camera); "" leaves those families out in that case.
+    """
+
+    def __init__(self, stats: PipelineStats, system: SystemMonitor | None = None, camera: str = ""):
         self.stats = stats
         self.system = system
+        self.camera = camera
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._pipeline()
+        snap = self.stats.snapshot()
+        yield from self._pipeline(snap)
+        cameras = camera_snapshots(self.stats) or ({self.camera: snap} if self.camera else {})
+        if cameras:
+            yield from _cameras(cameras)
         if self.system is not None:
             yield from self._system()
 
-    def _pipeline(self) -> Iterator[Metric]:
-        snap = self.stats.snapshot()
+    def _pipeline(self, snap: Snapshot) -> Iterator[Metric]:
         info = InfoMetricFamily("edge_pipeline", "The backend running the model.")
         info.add_metric([], {"backend": snap.backend or "none"})
         yield info
@@ -69,8 +85,7 @@ class EdgeCollector:
         yield err
         fps = GaugeMetricFamily("edge_fps", "Frames per second over the last seconds, by stage.",
                                 labels=["stage"])
-        for stage, value in (("capture", snap.fps_capture), ("inference", snap.fps_inference),
-                             ("published", snap.fps_published)):
+        for stage, value in _fps_rows(snap):
             fps.add_metric([stage], value)
         yield fps
         stages = HistogramMetricFamily("edge_stage_seconds", STAGE_HELP, labels=["stage"])
@@ -139,6 +154,40 @@ class EdgeCollector:
             yield _gauge("edge_process_threads", "Threads of this process.", [], [([], p.threads)])
 
 
+CAMERA_FRAME_HELP = {"captured": "Frames delivered by the camera's source, by camera.",
+                     "dropped": "Frames of the camera replaced by a newer one before inference took them, by camera.",
+                     "inferred": "Frames of the camera the model ran on, by camera.",
+                     "published": "Frames of the camera whose results reached every sink, by camera."}
+
+
+def _fps_rows(snap: Snapshot) -> tuple[tuple[str, float], ...]:
+    return (("capture", snap.fps_capture), ("inference", snap.fps_inference), ("published", snap.fps_published))
+
+
+def _cameras(cameras: dict[str, Snapshot]) -> Iterator[Metric]:
+    """The ``edge_camera_*`` families, one ``camera`` label value per entry of ``cameras``."""
+    for name in FRAME_COUNTS:
+        yield _counter(f"edge_camera_frames_{name}", CAMERA_FRAME_HELP[name], ["camera"],
+                       [([camera], getattr(snap, name)) for camera, snap in cameras.items()])
+    yield _counter("edge_camera_detections", "Detections published, by camera and label.", ["camera", "label"],
+                   [([camera, label], n) for camera, snap in cameras.items()
+                    for label, n in sorted(snap.detections.items())])
+    yield _gauge("edge_camera_fps", "Frames per second over the last seconds, by camera and stage.",
+                 ["camera", "stage"], [([camera, stage], value) for camera, snap in cameras.items()
+                                       for stage, value in _fps_rows(snap)])
+    stages = HistogramMetricFamily("edge_camera_stage_seconds", "Time per pipeline stage (preprocess, invoke, "
+                                   "postprocess, publish, end_to_end, frame_age), per frame, by camera.",
+                                   labels=["camera", "stage"])
+    for camera, snap in cameras.items():
+        for stage, hist in snap.histograms.items():
+            stages.add_metric([camera, stage], _bucket_rows(hist.buckets), hist.sum)
+    yield stages
+    yield _gauge("edge_camera_recent_latency_seconds", "Latency percentiles over the camera's last frames "
+                 "(sliding window), by camera, stage and quantile.", ["camera", "stage", "quantile"],
+                 [([camera, stage, f"{q / 100:g}"], value) for camera, snap in cameras.items()
+                  for stage, qs in snap.latency.items() for q, value in qs.items() if not math.isnan(value)])
+
+
 def _family(kind: type, name: str, help_text: str, labels: list[str], rows):
     """A gauge or counter family (``kind``) with one sample per (label values, value) row."""
     family = kind(name, help_text, labels=labels)
@@ -182,18 +231,20 @@ class PrometheusExporter:
     """Serves /metrics from its own registry on ``address:port`` in a daemon thread: at most
     ``max_connections`` at once (each a thread; more get 503), each closed after ``idle_timeout`` s of
     silence; credentials from ``auth_file`` and TLS from ``tls_cert``/``tls_key`` when given; beyond
-    loopback only with credentials or ``insecure_listen``."""
+    loopback only with credentials or ``insecure_listen``. ``camera``: the only camera's name, which
+    labels the ``edge_camera_*`` families when one camera runs (see :class:`EdgeCollector`)."""
 
     def __init__(self, stats: PipelineStats, system: SystemMonitor | None, port: int,
                  address: str = "127.0.0.1", *, auth_file: str = "", insecure_listen: bool = False,
-                 tls_cert: str = "", tls_key: str = "", max_connections: int = 8, idle_timeout: float = 30.0):
+                 tls_cert: str = "", tls_key: str = "", max_connections: int = 8, idle_timeout: float = 30.0,
+                 camera: str = ""):
         tls = server_tls(tls_cert, tls_key, "Prometheus /metrics")
         check_exposure("Prometheus /metrics", address, auth_file, insecure_listen, tls is not None)
         credentials = Credentials.from_file(auth_file, "prometheus.auth_file") if auth_file else None
         self.stats = stats
         self._warn = LogLimiter(30.0)
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(EdgeCollector(stats, system))
+        self.registry.register(EdgeCollector(stats, system, camera))
         app = make_wsgi_app(self.registry)
         if credentials is not None:
             app = _authenticated(app, credentials, stats, self._warn)
