@@ -29,6 +29,7 @@ from edge.events.snapshots import SnapshotStore
 from edge.events.types import EventListener, Tracker
 from edge.results import FrameResult
 from edge.telemetry.jsonl import JsonlSink
+from edge.telemetry.stats import LogLimiter
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,10 @@ class EventsSink:
         self.snapshots: SnapshotStore | None = snapshots if isinstance(snapshots, SnapshotStore) else None
         self.jsonl = JsonlEventListener(settings.jsonl, source_name, errors) if settings.jsonl else None
         self.listeners: list[EventListener] = ([self.jsonl] if self.jsonl else []) + list(listeners)
+        # the listeners that take every frame's tracks (the optional ``tracks`` method: the web view)
+        self._track_listeners = [listener.tracks for listener in self.listeners
+                                 if callable(getattr(listener, "tracks", None))]
+        self._warn = LogLimiter(30.0)
         self.cameras: dict[str, tuple[Tracker, EventLifecycle]] = {}
         self.frames = 0
         self._closed = False
@@ -108,6 +113,14 @@ class EventsSink:
         tracker, lifecycle = self._camera(camera, *frame.size)
         update = tracker.update(result.detections, frame.timestamp)
         lifecycle.step(update, frame)
+        for tracks in self._track_listeners:
+            try:
+                tracks(camera, frame.index, update.active)
+            except Exception as exc:         # like the lifecycle's listeners: counted, logged, the others go on
+                if self.errors is not None:
+                    self.errors("events_listener")
+                self._warn.warning(log, "events listener %s failed: %s: %s; it goes on getting tracks",
+                                   getattr(tracks, "__qualname__", tracks), type(exc).__name__, exc)
         self.frames += 1
 
     def close(self) -> None:

@@ -51,3 +51,8 @@ class EventListener(Protocol):
 
     def crossings(self, camera: str, line: str, counts: dict[str, dict[str, int]]) -> None:
         """Cumulative crossings of ``line``: {label: {"in": n, "out": m}}, on change."""
+
+    # Optional: a listener that also has
+    #     def tracks(self, camera: str, frame_index: int, active: tuple[TrackedObject, ...]) -> None
+    # gets every frame's tracks after the tracker's update (the web view draws their ids); it is
+    # called once per frame and camera, so it must only keep a reference.

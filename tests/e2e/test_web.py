@@ -112,7 +112,7 @@ def test_page_shows_boxes_and_updating_stats(daemon, browser):
     browser.call("Page.enable")
     browser.call("Page.navigate", url=f"http://127.0.0.1:{port}/")
 
-    wait_for(lambda: browser.evaluate("document.getElementById('stream').naturalWidth") == 640, 30,
+    wait_for(lambda: browser.evaluate("document.querySelector('img.stream').naturalWidth") == 640, 30,
              "the MJPEG stream showing")
     wait_for(lambda: int(browser.evaluate("document.getElementById('updates').textContent") or 0) >= 2, 30,
              "stats polled")
@@ -122,7 +122,7 @@ def test_page_shows_boxes_and_updating_stats(daemon, browser):
     assert browser.evaluate("document.getElementById('fps').textContent") not in ("-", "0.0")
     assert "ms" in browser.evaluate("document.getElementById('e2e').textContent")
     assert browser.evaluate("document.getElementById('power').textContent").startswith("unavailable: ")
-    rect = browser.evaluate("(() => { const r = document.getElementById('stream').getBoundingClientRect();"
+    rect = browser.evaluate("(() => { const r = document.querySelector('img.stream').getBoundingClientRect();"
                             " return {x: r.x, y: r.y, width: r.width, height: r.height}; })()")
     assert 640 <= rect["width"] <= 644 and 272 <= rect["height"] <= 276     # the frame plus its border
 

@@ -68,7 +68,7 @@ def test_server_routes(server):
     assert image.shape == (100, 120, 3)
     assert json.load(urllib.request.urlopen(base + "/stats", timeout=5)) == {"inferred": 1}
     page = urllib.request.urlopen(base + "/", timeout=5).read().decode()
-    assert 'src="/stream.mjpg"' in page and "<canvas" in page and "http" not in page.split("<script>")[1]
+    assert '"/stream?camera="' in page and "<canvas" in page and "http" not in page.split("<script>")[1]
     with urllib.request.urlopen(base + "/stream.mjpg", timeout=5) as stream:
         assert stream.headers["Content-Type"] == "multipart/x-mixed-replace; boundary=edgeframe"
         head = stream.read(200)
