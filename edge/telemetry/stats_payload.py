@@ -20,9 +20,10 @@ def _ms(value: float) -> float | None:
 
 
 def camera_snapshots(stats: PipelineStats) -> dict[str, Snapshot]:
-    """{camera name: its snapshot}, sorted by name; empty with one camera (the aggregate is the camera's)."""
+    """{camera name: its snapshot}, in the order the cameras were configured; empty with one camera (the
+    aggregate is the camera's)."""
     cameras = dict(stats.cameras)      # one C-level copy: the scheduler may add a camera meanwhile
-    return {name: cameras[name].snapshot() for name in sorted(cameras)}
+    return {name: cam.snapshot() for name, cam in cameras.items()}
 
 
 def _fps(snap: Snapshot) -> dict[str, float]:

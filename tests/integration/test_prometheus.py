@@ -97,3 +97,44 @@ def test_metrics_port_in_use_is_a_clear_error(tmp_path):
                                 cwd=tmp_path, timeout=120)
     assert result.returncode == 2
     assert f"cannot serve Prometheus metrics on 127.0.0.1:{port}" in result.stderr
+
+
+def test_two_cameras_each_have_camera_labelled_families():
+    """Two cameras through the real scheduler (fake sources and detector: tests/fake_cameras.py), the real
+    exporter scraped over HTTP: every per-camera figure under its camera label, adding up to the
+    unlabelled aggregate, which keeps its names."""
+    from edge.telemetry.prometheus import PrometheusExporter
+    from tests import fake_cameras
+
+    frames = 50
+    scheduler = fake_cameras.scheduler({"front": ("person",), "back door": ("car", "car")}, frames)
+    exporter = PrometheusExporter(scheduler.stats, None, free_port())
+    try:
+        assert scheduler.run().frames == 2 * frames
+        families = scrape(exporter.port)
+    finally:
+        exporter.close()
+
+    for name in ("captured", "inferred", "published"):
+        family = families[f"edge_camera_frames_{name}"]
+        assert family.type == "counter"
+        assert {s.labels["camera"]: s.value for s in family.samples} == {"front": frames, "back door": frames}
+        assert value(families[f"edge_frames_{name}"]) == 2 * frames          # the aggregate, unlabelled
+    assert {s.labels["camera"] for s in families["edge_camera_frames_dropped"].samples} == {"front", "back door"}
+    detections = {(s.labels["camera"], s.labels["label"]): s.value for s in families["edge_camera_detections"].samples}
+    assert detections == {("front", "person"): frames, ("back door", "car"): 2 * frames}
+    assert value(families["edge_detections"], label="car") == 2 * frames
+    fps = families["edge_camera_fps"]
+    assert {(s.labels["camera"], s.labels["stage"]) for s in fps.samples} == \
+        {(c, s) for c in ("front", "back door") for s in ("capture", "inference", "published")}
+    assert value(fps, camera="front", stage="inference") > 0
+    stages = families["edge_camera_stage_seconds"]
+    assert stages.type == "histogram"
+    for camera in ("front", "back door"):
+        for stage in ("preprocess", "invoke", "postprocess", "publish", "end_to_end", "frame_age"):
+            assert value(stages, camera=camera, stage=stage, le="+Inf") == frames
+        # the fake detector sleeps 1 ms a frame: no invoke is faster
+        assert value(stages, camera=camera, stage="invoke", le="0.001") == 0
+        assert value(families["edge_camera_recent_latency_seconds"], camera=camera, stage="invoke",
+                     quantile="0.95") >= 0.001
+    assert value(families["edge_stage_seconds"], stage="invoke", le="+Inf") == 2 * frames

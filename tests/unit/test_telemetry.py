@@ -183,3 +183,91 @@ def test_prometheus_families_on_a_recorded_pi5(data_dir):
     assert samples[("edge_end_to_end_seconds_bucket", (("le", "0.01"),))] == 0
     for source in ("power", "thermal", "throttle", "process"):
         assert samples[(f"edge_{source}_available", (("reason", ""),))] == 1
+
+
+def two_cameras() -> PipelineStats:
+    """An aggregate with two camera children fed by hand, as the scheduler feeds them: front 3 frames with
+    a person each at 15 fps, back 2 frames with two cars each at 5 fps (rates over the last 2 s)."""
+    import time
+    stats = PipelineStats()
+    now = time.monotonic()
+    for name, frames, labels, fps in (("front", 3, ["person"], 15), ("back", 2, ["car", "car"], 5)):
+        cam = stats.camera(name)
+        cam.capture_counts(frames + 1, 1)
+        for i in range(frames):
+            cam.inferred_frame()
+            cam.published_frame({"invoke": 0.01 * (i + 1), "end_to_end": 0.05}, labels)
+            stats.inferred_frame()
+            stats.published_frame({"invoke": 0.01 * (i + 1), "end_to_end": 0.05}, labels)
+        cam.rates["inference"] = stats_mod.RateMeter()          # a known rate, not the microseconds above
+        cam.rates["inference"].observe(0, now=now - 2.0)
+        cam.rates["inference"].observe(2 * fps, now=now)
+    stats.capture_counts(7, 2)
+    return stats
+
+
+def test_stats_payload_has_each_cameras_figures():
+    from edge.telemetry.stats_payload import pipeline_payload
+    payload = json.loads(json.dumps(pipeline_payload(two_cameras())))      # JSON-ready
+    assert list(payload["cameras"]) == ["front", "back"]                    # configured order
+    front, back = payload["cameras"]["front"], payload["cameras"]["back"]
+    assert front["counts"] == {"captured": 4, "dropped": 1, "inferred": 3, "published": 3}
+    assert back["counts"] == {"captured": 3, "dropped": 1, "inferred": 2, "published": 2}
+    assert front["detections"] == {"person": 3} and back["detections"] == {"car": 4}
+    assert front["fps"]["inference"] == pytest.approx(15.0) and back["fps"]["inference"] == pytest.approx(5.0)
+    assert front["latency_ms"]["invoke"]["p50"] == pytest.approx(20.0)     # 10, 20, 30 ms
+    assert back["latency_ms"]["invoke"]["p50"] == pytest.approx(15.0)      # 10, 20 ms
+    assert front["latency_ms"]["publish"]["p95"] is None                   # never recorded: null, not 0
+    assert payload["counts"]["published"] == 5 and payload["detections"] == {"person": 3, "car": 4}
+    # one camera: the aggregate is the camera's, no "cameras"
+    assert "cameras" not in pipeline_payload(PipelineStats())
+
+
+def test_live_line_shows_each_cameras_fps():
+    from edge.telemetry.stats_payload import camera_snapshots
+    stats = two_cameras()
+    line = format_line(stats.snapshot(), None, camera_snapshots(stats))
+    assert " fps [front 15.0 back 5.0] | invoke" in line, line
+    assert "[" not in format_line(PipelineStats().snapshot(), None, camera_snapshots(PipelineStats()))
+
+
+def test_jsonl_events_carry_the_camera(tmp_path):
+    from dataclasses import replace
+    path = tmp_path / "events.jsonl"
+    sink = JsonlSink(path, "edge")
+    sink.publish(replace(result(0), camera="front"))
+    sink.publish(replace(result(0), camera="back"))         # the same frame index from another camera
+    sink.publish(result(1))                                 # no camera: the source's name
+    sink.close()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(line["camera"], line["source"], line["frame"]) for line in lines] == \
+        [("front", "edge", 0), ("back", "edge", 0), ("edge", "edge", 1)]
+
+
+def scrape_collector(collector) -> dict:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(generate_latest(registry).decode()) for s in f.samples}
+
+
+def test_prometheus_camera_families_with_one_camera_use_its_name():
+    from edge.telemetry.prometheus import EdgeCollector
+    stats = PipelineStats()
+    stats.capture_counts(5, 1)
+    stats.inferred_frame()
+    stats.published_frame({"invoke": 0.01, "end_to_end": 0.02}, ["person", "person"])
+    samples = scrape_collector(EdgeCollector(stats, camera="bikes.mp4"))
+    cam = (("camera", "bikes.mp4"),)
+    assert samples[("edge_camera_frames_captured_total", cam)] == 5 == samples[("edge_frames_captured_total", ())]
+    assert samples[("edge_camera_frames_dropped_total", cam)] == 1
+    assert samples[("edge_camera_frames_inferred_total", cam)] == 1
+    assert samples[("edge_camera_detections_total", cam + (("label", "person"),))] == 2
+    assert samples[("edge_camera_stage_seconds_count", cam + (("stage", "end_to_end"),))] == 1
+    assert samples[("edge_camera_stage_seconds_bucket", cam + (("le", "0.01"), ("stage", "invoke")))] == 1
+    assert samples[("edge_camera_recent_latency_seconds", cam + (("quantile", "0.5"), ("stage", "invoke")))] == \
+        pytest.approx(0.01)
+    # no name given: the unlabelled families only
+    assert not [key for key in scrape_collector(EdgeCollector(stats)) if key[0].startswith("edge_camera_")]
