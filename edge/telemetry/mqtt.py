@@ -12,8 +12,13 @@ Topics under a configurable prefix (default ``edge``); names are made safe as on
 - ``<prefix>/<camera>/<line>/<label>/in`` and ``.../out``: cumulative crossings of ``line`` (retained).
 - ``<prefix>/<camera>/<label>/snapshot``: the JPEG of the best snapshot of the latest ``label`` event
   (retained, raw bytes); snapshots still waiting for the sender are replaced by newer ones of the topic.
-- ``<prefix>/<camera>/detections``: one JSON message per frame with detections (the JSONL event).
-- ``<prefix>/stats``: the stats payload every ``stats_interval`` seconds and once at the end.
+- ``<prefix>/<camera>/detections``: one JSON message per frame with detections (the JSONL event, whose
+  ``camera`` is the frame's camera).
+- ``<prefix>/stats``: the stats payload every ``stats_interval`` seconds and once at the end; with several
+  cameras its ``cameras`` holds each camera's fps, latency_ms, counts and detections
+  (:func:`edge.telemetry.stats_payload.pipeline_payload`). One message for all cameras, not one per
+  camera: one consistent snapshot, and no ``<prefix>/<camera>/stats`` to collide with the count topic
+  of a label named ``stats``.
 - with ``discovery``: ``<discovery_prefix>/<component>/<node_id>/<object_id>/config`` (retained, see
   :mod:`edge.events.homeassistant`), sent on every connection, when Home Assistant announces itself
   (``online`` on ``<discovery_prefix>/status``, which the exporter subscribes to) and when a

@@ -190,3 +190,44 @@ def test_host_and_topic_parsing():
     with pytest.raises(ConfigError, match="'broker:x' has a bad port 'x'"):
         split_host("broker:x", 1883)
     assert topic_part("front door/#1") == "front_door_1"
+
+
+def test_two_cameras_detections_and_stats_carry_the_camera(broker, tmp_path):
+    """Two cameras through the real scheduler (fake sources and detector: tests/fake_cameras.py) into the
+    exporter and a JSONL file: each frame's message on its camera's topic says its camera, and the stats
+    payload has each camera's figures."""
+    from edge.telemetry.jsonl import JsonlSink
+    from edge.telemetry.stats_payload import pipeline_payload
+    from tests import fake_cameras
+
+    sub = Subscriber(broker.port)
+    stats = PipelineStats()
+    exporter = MqttExporter(stats, lambda: pipeline_payload(stats), "edge", host="127.0.0.1", port=broker.port,
+                            qos=1, stats_interval=0.1)
+    assert exporter.connected.wait(10)
+    jsonl = tmp_path / "events.jsonl"
+    frames = 30
+    scheduler = fake_cameras.scheduler({"front": ("person",), "back door": ("car", "car")}, frames,
+                                       sinks=[exporter, JsonlSink(jsonl, "edge")], stats=stats)
+    assert scheduler.run().frames == 2 * frames          # closes the sinks: the exporter sends the last stats
+    wait_for(lambda: b"offline" in sub.on("edge/available"), 10, "offline message")
+    sub.close()
+
+    front = [json.loads(p) for p in sub.on("edge/front/detections")]
+    back = [json.loads(p) for p in sub.on("edge/back_door/detections")]
+    assert [m["frame"] for m in front] == list(range(frames)) == [m["frame"] for m in back]
+    assert {m["camera"] for m in front} == {"front"} and {m["camera"] for m in back} == {"back door"}
+    assert {m["source"] for m in front + back} == {"edge"}
+    assert {d["label"] for m in back for d in m["detections"]} == {"car"}
+    written = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert sorted(written, key=lambda m: (m["camera"], m["frame"])) == \
+        sorted(front + back, key=lambda m: (m["camera"], m["frame"]))        # the same lines as the file
+    last = json.loads(sub.on("edge/stats")[-1])
+    assert list(last["cameras"]) == ["front", "back door"]
+    for name, detections in (("front", {"person": frames}), ("back door", {"car": 2 * frames})):
+        camera = last["cameras"][name]
+        assert camera["counts"] == {"captured": frames, "dropped": 0, "inferred": frames, "published": frames}
+        assert camera["detections"] == detections
+        assert set(camera["fps"]) == {"capture", "inference", "published"}
+        assert camera["latency_ms"]["invoke"]["p50"] >= 1.0         # the fake detector sleeps 1 ms
+    assert last["counts"]["published"] == 2 * frames and last["detections"] == {"person": frames, "car": 2 * frames}
