@@ -14,7 +14,8 @@ from typing import Callable
 
 from edge.capture import Source, make_source
 from edge.config import Config
-from edge.errors import ModelError
+from edge.errors import ConfigError, ModelError, SourceError
+from edge.events.geometry import check_geometry
 from edge.pipeline import Camera, Detector, Scheduler
 from edge.results import Sink
 from edge.runtime import edgetpu, loader
@@ -89,36 +90,88 @@ def make_exporters(config: Config, stats: PipelineStats, source_name: str) -> Te
                            hwmon_chip=power.hwmon_chip, scale=power.scale, offset=power.offset,
                            static_watts=power.static_watts)
     telemetry = Telemetry(stats, system.start())
+    events = config.events.enabled
     try:
         if config.prometheus.port:
             from edge.telemetry.prometheus import PrometheusExporter
             p = config.prometheus
-            telemetry.add(PrometheusExporter(stats, system, p.port, p.address, auth_file=p.auth_file,
-                                             insecure_listen=p.insecure_listen, tls_cert=p.tls_cert,
-                                             tls_key=p.tls_key, max_connections=p.max_connections,
-                                             idle_timeout=p.idle_timeout), per_frame=False)
+            exporter = PrometheusExporter(stats, system, p.port, p.address, auth_file=p.auth_file,
+                                          insecure_listen=p.insecure_listen, tls_cert=p.tls_cert,
+                                          tls_key=p.tls_key, max_connections=p.max_connections,
+                                          idle_timeout=p.idle_timeout)
+            telemetry.add(exporter, per_frame=False)
+            if events:
+                from edge.events.metrics import EventMetrics
+                telemetry.listeners.append(EventMetrics(stats).register(exporter.registry))
         if config.mqtt.host:
             from edge.telemetry.mqtt import MqttExporter, split_host
             m = config.mqtt
             host, port = split_host(m.host, m.port)
-            telemetry.add(MqttExporter(stats, telemetry.payload, source_name, host=host, port=port, prefix=m.prefix,
-                                       qos=m.qos, client_id=m.client_id, username=m.username, password=m.password,
-                                       stats_interval=m.stats_interval, send_interval=m.send_interval,
-                                       reconnect_max=m.reconnect_max, password_file=m.password_file,
-                                       tls_ca=m.tls_ca, tls_cert=m.tls_cert, tls_key=m.tls_key,
-                                       max_queued=m.max_queued),
-                          per_frame=True)
+            mqtt = MqttExporter(stats, telemetry.payload, source_name, host=host, port=port, prefix=m.prefix,
+                                qos=m.qos, client_id=m.client_id, username=m.username, password=m.password,
+                                stats_interval=m.stats_interval, send_interval=m.send_interval,
+                                reconnect_max=m.reconnect_max, password_file=m.password_file,
+                                tls_ca=m.tls_ca, tls_cert=m.tls_cert, tls_key=m.tls_key,
+                                max_queued=m.max_queued, discovery=m.discovery, discovery_prefix=m.discovery_prefix)
+            telemetry.add(mqtt, per_frame=True)
+            if events:
+                telemetry.listeners.append(mqtt)
         if config.web.port:
             from edge.web.server import WebServer
             w = config.web
-            telemetry.add(WebServer(stats, telemetry.payload, port=w.port, address=w.address, fps=w.fps,
-                                    quality=w.quality, auth_file=w.auth_file, insecure_listen=w.insecure_listen,
-                                    tls_cert=w.tls_cert, tls_key=w.tls_key, max_connections=w.max_connections,
-                                    idle_timeout=w.idle_timeout), per_frame=True)
+            web = WebServer(stats, telemetry.payload, port=w.port, address=w.address, fps=w.fps,
+                            quality=w.quality, auth_file=w.auth_file, insecure_listen=w.insecure_listen,
+                            tls_cert=w.tls_cert, tls_key=w.tls_key, max_connections=w.max_connections,
+                            idle_timeout=w.idle_timeout)
+            telemetry.add(web, per_frame=True)
+            if events and hasattr(web, "event"):
+                telemetry.listeners.append(web)
     except BaseException:
         telemetry.close()
         raise
     return telemetry
+
+
+def make_events_sink(config: Config, stats: PipelineStats, source_name: str, telemetry: Telemetry) -> Sink:
+    """The events layer ([events]): tracker, lifecycle, events file, snapshots, and the listeners
+    among the exporters (MQTT, Prometheus, the live view)."""
+    from edge.events.sink import EventsSink
+    from edge.events.tracker import TrackerSettings, make_tracker
+
+    settings = config.events
+    tracker = settings.tracker or TrackerSettings()
+    return EventsSink(settings, lambda: make_tracker(tracker), source_name, listeners=list(telemetry.listeners),
+                      errors=stats.error)
+
+
+class FirstFrame:
+    """A source whose first frame is read at once (to learn the picture's size) and delivered first."""
+
+    def __init__(self, source: Source):
+        self.source = source
+        self.name, self.live = source.name, source.live
+        self._first = source.read()
+        if self._first is None:
+            raise SourceError(f"source {source.name!r} delivered no frame", "check the source")
+
+    def size(self) -> tuple[int, int]:
+        assert self._first is not None
+        return self._first.size
+
+    def open(self) -> None:
+        self.source.open()
+
+    def read(self):
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
+        return self.source.read()
+
+    def close(self) -> None:
+        self.source.close()
+
+    def __getattr__(self, name: str):          # the wrapped source's own attributes (e.g. outage state)
+        return getattr(self.source, name)
 
 
 def model_input_size(models: loader.ModelSet) -> tuple[int, int]:
@@ -389,6 +442,13 @@ def assemble(config: Config, extra_sinks: list[Sink] | None = None,
                 source = wrap_source(source)
             source.open()
             opened.append(source)
+            if config.events.enabled and (config.events.zones or config.events.lines):
+                source = FirstFrame(source)      # zones and lines must fit in the picture: checked now
+                try:
+                    check_geometry(config.events.zones, config.events.lines, *source.size())
+                except ConfigError as exc:
+                    raise ConfigError(f"{f'camera {plan.name}' if plan.name else f'source {source.name}'}: "
+                                      f"{exc.message}", exc.remedy) from None
             cameras_models.append((plan, source, camera))
         plan_set = prepared or prepare_all(config, checked, service=service)
         stats = stats or PipelineStats()
@@ -397,8 +457,11 @@ def assemble(config: Config, extra_sinks: list[Sink] | None = None,
         for source in opened:
             source.close()
         raise
-    shared = make_sinks(config, stats, opened[0].name if len(opened) == 1 else "edge", telemetry) + [telemetry] \
-        + list(extra_sinks or [])
+    source_name = opened[0].name if len(opened) == 1 else "edge"
+    shared = make_sinks(config, stats, source_name, telemetry)
+    if config.events.enabled:     # before the telemetry: its drain's `end` messages go out through MQTT
+        shared.append(make_events_sink(config, stats, source_name, telemetry))
+    shared += [telemetry] + list(extra_sinks or [])
     cameras = []
     for plan, source, camera in cameras_models:
         p = plan_set.prepared[plan.key]

@@ -17,6 +17,7 @@ from typing import Any
 
 from edge import bounded
 from edge.errors import ConfigError
+from edge.events.settings import EventsSettings, parse_events
 
 # Integers without a stated maximum still fit the C types they end in (cv2 properties, sizes).
 INT_LIMIT = 2 ** 62
@@ -141,8 +142,9 @@ class PrometheusConfig:
 class MqttConfig:
     host: str = setting("", "MQTT broker host; empty: MQTT off.")
     port: int = setting(1883, "MQTT broker port.", minimum=1, maximum=65535)
-    prefix: str = setting("edge", "Topic prefix: <prefix>/available, <prefix>/events, <prefix>/stats, "
-                                  "<prefix>/<source>/<label> (Frigate-style).")
+    prefix: str = setting("edge", "Topic prefix: <prefix>/available, <prefix>/events (Frigate events), "
+                                  "<prefix>/stats, <prefix>/<camera>/detections, <prefix>/<camera>/[<zone>/]<label> "
+                                  "(Frigate-style).")
     client_id: str = setting("", "MQTT client id; empty: edge-<hostname>-<pid>.")
     username: str = setting("", "MQTT user name; empty: anonymous.")
     password: str = setting("", "MQTT password (with username); prefer password_file.")
@@ -164,6 +166,13 @@ class MqttConfig:
                                    maximum=10)
     reconnect_max: float = setting(60.0, "Longest delay (s) between reconnection attempts (backoff doubles "
                                          "from 1 s).", minimum=1)
+    discovery: bool = setting(False, "Publish Home Assistant MQTT discovery configs (retained) under "
+                                     "discovery_prefix: occupancy and count per camera, zone and label, crossings "
+                                     "per line, FPS, inference time, temperature and power, as one device; sent "
+                                     "again on reconnect and when Home Assistant comes online.")
+    discovery_prefix: str = setting("homeassistant", "Home Assistant's MQTT discovery prefix (as set in its MQTT "
+                                                     "integration); its <discovery_prefix>/status 'online' makes "
+                                                     "edge send the configs again.")
 
 
 @dataclass(frozen=True)
@@ -219,7 +228,8 @@ class CameraConfig:
 @dataclass(frozen=True)
 class DetectorConfig:
     device: str = setting("", "cpu | edgetpu[:usb|:pci][:N] | simulated (a SIMULATED accelerator for "
-                              "benchmarks: sleeps invoke_ms, replays the model's real outputs of its first frame).")
+                              "benchmarks and demos: takes invoke_ms per frame and replays the outputs of one real "
+                              "CPU inference per second).")
     name: str = setting("", "The detector's name in logs and metrics; empty: the device.")
     threads: int = setting(0, "CPU threads (device cpu); 0: [model] threads.", minimum=0, maximum=64)
     standby: bool = setting(False, "Take work only while no other detector is up (e.g. the CPU behind an "
@@ -246,6 +256,7 @@ class Config:
     prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    events: EventsSettings = field(default_factory=EventsSettings)
     cameras: tuple = ()       # CameraConfig per [[cameras]] entry; empty: one camera from [source]
     detectors: tuple = ()     # DetectorConfig per [[detectors]] entry; empty: one, from [model] device
 
@@ -329,7 +340,7 @@ def merge(config: Config, tables: dict[str, dict]) -> Config:
     if unknown:
         raise ConfigError(f"unknown section [{unknown[0]}]", f"valid sections: {', '.join(sections)}")
     hints = typing.get_type_hints(Config)
-    replaced = {name: _build_array(name, table) if name in ARRAYS else
+    replaced = {name: _build_array(name, table) if name in ARRAYS else parse_events(table) if name == "events" else
                 _build_section(hints[name], name, table, getattr(config, name))
                 for name, table in tables.items()}
     return dataclasses.replace(config, **replaced)

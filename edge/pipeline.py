@@ -223,6 +223,7 @@ class Scheduler:
         self.post_queue = post_queue
         self.clock = clock
         self.last_progress = time.monotonic()     # heartbeat: a frame was published
+        self.frame_sizes: dict[str, tuple[int, int]] = {}   # camera -> (width, height) of its last frame
         self.on_published: list[Callable[[FrameResult], None]] = []
         self._stop = threading.Event()
         self._stop_requested = False
@@ -525,7 +526,7 @@ class Scheduler:
                     work = pending.pop(expected)
                     expected += 1
                     try:
-                        if work is not None and not self._error_is_set():
+                        if work is not None:      # inferred frames are published even when the run fails
                             self._publish(run, work)
                     finally:
                         self._settled()
@@ -533,9 +534,6 @@ class Scheduler:
             self._fail(exc)
             while (got := run.queue.get()) is not None:   # unblock the invokers until the end mark
                 self._settled()
-
-    def _error_is_set(self) -> bool:
-        return self._error is not None
 
     def _publish(self, run: _CameraRun, work: _Work) -> None:
         camera = run.camera
@@ -546,6 +544,7 @@ class Scheduler:
         timings = Timings(work.frame.captured_ns, work.taken, work.invoke_start, work.invoke_end, decoded,
                           prepare_ns=work.prepare_ns)
         result = FrameResult(work.frame, detections, timings, work.backend, camera.name)
+        self.frame_sizes[camera.name] = work.frame.size
         for sink in camera.sinks:
             sink.publish(result)
         timings = dataclasses.replace(timings, published=time.monotonic_ns())

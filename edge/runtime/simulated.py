@@ -62,27 +62,32 @@ class SimulatedBackend:
 
 
 class RecordingSimulatedBackend(SimulatedBackend):
-    """A SIMULATED accelerator for a running daemon: its first frame runs on the real ``backend``
-    (the CPU), whose outputs are then replayed for every frame, each after ``seconds`` of sleep."""
+    """A SIMULATED accelerator for a running daemon: once every ``refresh`` seconds a frame runs on
+    the real ``backend`` (the CPU) and its outputs are replayed for the frames until the next one, so
+    detections, tracks and events follow the scene (up to ``refresh`` late). Every invoke takes
+    ``seconds``; a real one that takes longer takes its own time (about 1 frame per second)."""
 
-    def __init__(self, backend: Backend, seconds: float):
+    def __init__(self, backend: Backend, seconds: float, refresh: float = 1.0):
         view = backend.input_view()
         dtype = view.dtype
         del view
         super().__init__(backend.model, backend.input_shape, dtype, backend.outputs(), seconds)
         self._real: Backend | None = backend
+        self.refresh = refresh
+        self._recorded = float("-inf")
 
     def invoke(self) -> None:
-        if self._real is None:
-            time.sleep(self.seconds)
-            return
-        view = self._real.input_view()
-        view[...] = self._input
-        del view
-        self._real.invoke()
-        self._outputs = self._real.outputs()
-        self._real.close()
-        self._real = None
+        start = time.monotonic()
+        if self._real is not None and start - self._recorded >= self.refresh:
+            self._recorded = start
+            view = self._real.input_view()
+            view[...] = self._input
+            del view
+            self._real.invoke()
+            self._outputs = self._real.outputs()
+        left = self.seconds - (time.monotonic() - start)
+        if left > 0:
+            time.sleep(left)
 
     def close(self) -> None:
         if self._real is not None:

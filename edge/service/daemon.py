@@ -51,6 +51,21 @@ def precheck(config: Config) -> None:
         make_source(plan.config.source)
 
 
+def check_running_geometry(config: Config, sizes: dict[str, tuple[int, int]]) -> None:
+    """Zones and lines of ``config`` against the frame sizes the running cameras deliver (a reload
+    that names the same cameras): a zone outside the picture is refused before anything stops."""
+    from edge.app import camera_plans
+    from edge.events.geometry import check_geometry
+
+    if not config.events.enabled:
+        return
+    plans = camera_plans(config)
+    for plan in plans:
+        size = sizes.get(plan.name) if plan.name else (next(iter(sizes.values())) if len(sizes) == 1 else None)
+        if size is not None:
+            check_geometry(config.events.zones, config.events.lines, *size)
+
+
 def note_appending(path: str) -> bool:
     """Log that events go after what ``path`` already holds (the sink appends, never truncates)."""
     try:
@@ -167,6 +182,7 @@ class Daemon:
         try:
             new = self.load_config()
             precheck(new)
+            check_running_geometry(new, assembly.pipeline.frame_sizes)
             self.notifier.status("reload: loading the new model while the running one goes on")
             prepared = prepare_all(new, service=True)
         except Exception as exc:   # the transaction's boundary: nothing may kill the running pipeline

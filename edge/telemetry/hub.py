@@ -28,6 +28,7 @@ class Telemetry:
         self.system = system
         self._sinks: list = []        # objects with publish(result)
         self._closeables: list[Closeable] = []
+        self.listeners: list = []      # exporters that take the events layer's output (EventListener)
 
     def add(self, exporter, *, per_frame: bool) -> None:
         if per_frame:
