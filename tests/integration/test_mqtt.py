@@ -103,6 +103,7 @@ def test_edge_run_publishes_events_and_stats(broker, tmp_path):
     assert len(events) >= 10
     assert events == written                       # QoS 1: every event, the same as the JSONL file
     assert events[0]["detections"][0]["label"] == "person" and events[0]["source"] == "bikes.mp4"
+    assert {e["camera"] for e in events} == {"bikes.mp4"}         # one source: the camera is the source's name
     counts = sub.on("edge/bikes.mp4/person")
     assert counts and all(int(c) >= 0 for c in counts)
     stats = [json.loads(p) for p in sub.on("edge/stats")]
