@@ -293,21 +293,26 @@ class WebServer:
     # --- viewers -----------------------------------------------------------------------------------
 
     def cameras(self) -> list[str]:
+        """The cameras that sent a frame, in the order their first one came."""
         with self._cond:
-            return list(self._cameras)
+            return [name for name, cam in self._cameras.items() if cam.latest is not None]
+
+    def _first(self) -> _Camera | None:
+        return next((cam for cam in self._cameras.values() if cam.latest is not None), None)
 
     def resolve(self, name: str | None) -> str | None:
         """The camera ``name`` names (None: the first one, "" while there is none yet); None when unknown."""
         with self._cond:
             if name is None:
-                return next(iter(self._cameras), "")
+                first = self._first()
+                return first.name if first is not None else ""
             return name if name in self._cameras else None
 
     def wait_frame(self, after: int, timeout: float, camera: str = "") -> int:
         """The sequence number of a frame of ``camera`` newer than ``after`` (``after`` again on timeout
         or stop); "" is the first camera."""
         def seq() -> int:
-            cam = self._cameras.get(camera) if camera else next(iter(self._cameras.values()), None)
+            cam = self._cameras.get(camera) if camera else self._first()
             return cam.seq if cam is not None else -1
 
         with self._cond:
@@ -318,7 +323,7 @@ class WebServer:
         """(sequence, JPEG) of the latest annotated frame of ``camera`` ("" the first), encoded once per
         frame (again if its tracks came after it was first encoded)."""
         with self._cond:
-            cam = self._cameras.get(camera) if camera else next(iter(self._cameras.values()), None)
+            cam = self._cameras.get(camera) if camera else self._first()
             if cam is None or cam.latest is None:
                 return -1, b""
             seq, result = cam.seq, cam.latest
