@@ -78,7 +78,7 @@ def make_sinks(config: Config, stats: PipelineStats, source_name: str,
     return sinks
 
 
-def make_exporters(config: Config, stats: PipelineStats, source_name: str) -> Telemetry:
+def make_exporters(config: Config, stats: PipelineStats, source_name: str, camera: str = "") -> Telemetry:
     """The system monitor and the exporters ``[prometheus]``, ``[mqtt]``, ``[web]`` ask for, started."""
     from edge.telemetry.system import SystemMonitor
 
@@ -98,7 +98,7 @@ def make_exporters(config: Config, stats: PipelineStats, source_name: str) -> Te
             exporter = PrometheusExporter(stats, system, p.port, p.address, auth_file=p.auth_file,
                                           insecure_listen=p.insecure_listen, tls_cert=p.tls_cert,
                                           tls_key=p.tls_key, max_connections=p.max_connections,
-                                          idle_timeout=p.idle_timeout)
+                                          idle_timeout=p.idle_timeout, camera=camera)
             telemetry.add(exporter, per_frame=False)
             if events:
                 from edge.events.metrics import EventMetrics
@@ -452,7 +452,8 @@ def assemble(config: Config, extra_sinks: list[Sink] | None = None,
             cameras_models.append((plan, source, camera))
         plan_set = prepared or prepare_all(config, checked, service=service)
         stats = stats or PipelineStats()
-        telemetry = make_exporters(config, stats, opened[0].name if len(opened) == 1 else "edge")
+        telemetry = make_exporters(config, stats, opened[0].name if len(opened) == 1 else "edge",
+                                   camera=(plans[0].name or opened[0].name) if len(plans) == 1 else "")
     except BaseException:
         for source in opened:
             source.close()

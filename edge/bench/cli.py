@@ -14,7 +14,9 @@ def add_bench_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", "-s", help="source for the pipeline, serial and cold-start modes (default: sample)")
     g = p.add_argument_group("benchmark")
     g.add_argument("--modes", default="raw,pipeline,serial,simulated,coldstart",
-                   help="comma-separated: raw, pipeline, serial, simulated, coldstart (default: all)")
+                   help="comma-separated: raw, pipeline, serial, simulated, coldstart, scaling (several cameras "
+                        "over SIMULATED accelerators through the scheduler; not in the default) (default: all but "
+                        "scaling)")
     g.add_argument("--backends", default="",
                    help="raw mode: comma-separated cpu, cpu-builtin, float, edgetpu, simulated (default: every "
                         "one available; one named here that is unavailable is an error)")

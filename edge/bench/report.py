@@ -103,6 +103,10 @@ def _sections(report: dict, markdown: bool) -> list[str]:
         header, rows = rows_of(report)
         if rows:
             lines += [("## " if markdown else "") + name, ""] + _table(header, rows, markdown) + [""]
+    if report.get("scaling"):
+        from edge.bench.scaling import format_scaling
+        lines += [("## " if markdown else "") + "Scaling (SIMULATED accelerators)", ""] + \
+            format_scaling(report["scaling"]).splitlines()[1:] + [""]
     cold = report.get("coldstart")
     if cold:
         lines += [("## " if markdown else "") + "Cold start", "",

@@ -32,7 +32,7 @@ from edge.vision.preprocess import Preprocessor
 
 log = logging.getLogger(__name__)
 
-MODES = ("raw", "pipeline", "serial", "simulated", "coldstart")
+MODES = ("raw", "pipeline", "serial", "simulated", "coldstart", "scaling")
 DEFAULT_BACKENDS = ("cpu", "cpu-builtin", "float", "edgetpu", "simulated")
 
 # goal name -> (ratio key or report path, comparison, target): the "done when"
@@ -221,6 +221,11 @@ def run(opts: Options) -> tuple[dict, dict]:
                 if passed is not None:
                     group = "serial" if passed.mode == "serial" else "pipeline"
                     samples[group][f"{passed.mode} {passed.backend}"] = passed.samples
+    if "scaling" in opts.modes:
+        from edge.bench.scaling import run_scaling
+        log.info("scaling: cameras over SIMULATED %g ms accelerators", opts.simulate_ms)
+        report["scaling"] = run_scaling(opts.config, simulate_ms=opts.simulate_ms, rounds=opts.rounds,
+                                        frames=opts.frames or 1500)
     if "coldstart" in opts.modes:
         log.info("cold start")
         report["coldstart"] = measure_cold_start(opts.model_args, opts.config.source.uri,

@@ -11,7 +11,7 @@ import logging
 from typing import Protocol
 
 from edge.results import FrameResult
-from edge.telemetry.stats_payload import stats_payload
+from edge.telemetry.stats_payload import pipeline_payload
 from edge.telemetry.stats import PipelineStats
 from edge.telemetry.system import SystemMonitor
 
@@ -37,7 +37,7 @@ class Telemetry:
 
     def payload(self) -> dict:
         """The stats payload (counters, FPS, latency, power, temperatures) as JSON-ready dict."""
-        return stats_payload(self.stats.snapshot(), self.system.latest() if self.system else None)
+        return pipeline_payload(self.stats, self.system.latest() if self.system else None)
 
     def publish(self, result: FrameResult) -> None:
         for sink in self._sinks:
