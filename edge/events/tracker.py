@@ -41,6 +41,8 @@ _MEASURE = 0.05     # a detection's centre: standard deviation, in box sizes
 _VELOCITY0 = 1.5    # a new track's velocity: standard deviation, in box sizes per second
 _ACCEL = 0.5        # random acceleration: spectral density, in box sizes per second squared
 _SIZE_ALPHA = 0.3   # box width and height: exponential smoothing, no velocity
+# the same in box sizes (the covariance is kept in box sizes, so one serves both axes)
+_R, _Q, _Q2, _Q3 = _MEASURE ** 2, _ACCEL ** 2, _ACCEL ** 2 / 2, _ACCEL ** 2 / 3
 
 
 def _help(text: str) -> dict:
@@ -113,37 +115,20 @@ def greedy_assign(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
     return pairs
 
 
-class _Axis:
-    """Position and velocity of the box centre on one axis, with their covariance (a, b; b, c)."""
-
-    __slots__ = ("p", "v", "a", "b", "c")
-
-    def __init__(self, z: float, size: float):
-        self.p, self.v = z, 0.0
-        self.a, self.b, self.c = (_MEASURE * size) ** 2, 0.0, (_VELOCITY0 * size) ** 2
-
-    def correct(self, z: float, dt: float, size: float) -> None:
-        q = (_ACCEL * size) ** 2
-        a = self.a + dt * (2 * self.b + dt * self.c) + q * dt ** 3 / 3
-        b = self.b + dt * self.c + q * dt ** 2 / 2
-        c = self.c + q * dt
-        gain_p, gain_v = a / (a + (_MEASURE * size) ** 2), b / (a + (_MEASURE * size) ** 2)
-        residual = z - (self.p + self.v * dt)
-        self.p += self.v * dt + gain_p * residual
-        self.v += gain_v * residual
-        self.a, self.b, self.c = (1 - gain_p) * a, (1 - gain_p) * b, c - gain_v * b
-
-
 class _Track:
-    """One track: its centre's filters (pixels, pixels per second), smoothed size, last match."""
+    """One track: its centre's position and velocity (pixels, pixels per second), their covariance
+    in box sizes (a = var p, b = cov p v, c = var v: the same on both axes, the noises being
+    relative to the size on each), its smoothed size, its last match."""
 
-    __slots__ = ("id", "label", "x", "y", "w", "h", "t", "box", "score", "hits", "age", "confirmed")
+    __slots__ = ("id", "label", "px", "py", "vx", "vy", "a", "b", "c", "w", "h", "t", "box", "score",
+                 "hits", "age", "confirmed")
 
     def __init__(self, track_id: int, det: Detection, t: float, confirmed: bool):
         xmin, ymin, xmax, ymax = det.box
         self.id, self.label = track_id, det.label
         self.w, self.h = xmax - xmin, ymax - ymin
-        self.x, self.y = _Axis((xmin + xmax) / 2, self.w), _Axis((ymin + ymax) / 2, self.h)
+        self.px, self.py, self.vx, self.vy = (xmin + xmax) / 2, (ymin + ymax) / 2, 0.0, 0.0
+        self.a, self.b, self.c = _MEASURE ** 2, 0.0, _VELOCITY0 ** 2
         self.t = t
         self.box: Box = det.box
         self.score = det.score
@@ -152,22 +137,31 @@ class _Track:
 
     def predict(self, t: float) -> Box:
         dt = t - self.t
-        cx, cy = self.x.p + self.x.v * dt, self.y.p + self.y.v * dt
-        return (cx - self.w / 2, cy - self.h / 2, cx + self.w / 2, cy + self.h / 2)
+        cx, cy, hw, hh = self.px + self.vx * dt, self.py + self.vy * dt, self.w / 2, self.h / 2
+        return (cx - hw, cy - hh, cx + hw, cy + hh)
 
     def correct(self, det: Detection, t: float) -> None:
-        dt = max(t - self.t, 0.0)
-        xmin, ymin, xmax, ymax = det.box
+        dt = t - self.t
+        if dt < 0.0:
+            dt = 0.0
+        xmin, ymin, xmax, ymax = box = det.box
         self.w += _SIZE_ALPHA * ((xmax - xmin) - self.w)
         self.h += _SIZE_ALPHA * ((ymax - ymin) - self.h)
-        self.x.correct((xmin + xmax) / 2, dt, self.w)
-        self.y.correct((ymin + ymax) / 2, dt, self.h)
+        b0, c0 = self.b, self.c
+        a = self.a + dt * (2 * b0 + dt * c0) + _Q3 * dt * dt * dt
+        b = b0 + dt * c0 + _Q2 * dt * dt
+        c = c0 + _Q * dt
+        s = a + _R
+        gain_p, gain_v = a / s, b / s
+        x, y = self.px + self.vx * dt, self.py + self.vy * dt
+        rx, ry = (xmin + xmax) / 2 - x, (ymin + ymax) / 2 - y
+        self.px, self.py = x + gain_p * rx, y + gain_p * ry
+        self.vx += gain_v * rx
+        self.vy += gain_v * ry
+        self.a, self.b, self.c = (1 - gain_p) * a, (1 - gain_p) * b, c - gain_v * b
         self.hits += 1
         self.t = t
-        self.box, self.score = det.box, det.score
-
-    def state(self, box: Box, score: float, index: int | None) -> TrackedObject:
-        return TrackedObject(self.id, self.label, box, score, index, self.hits, self.age, self.confirmed)
+        self.box, self.score = box, det.score
 
 
 class ByteTracker:
@@ -184,52 +178,61 @@ class ByteTracker:
 
     def update(self, detections: Sequence[Detection], timestamp: float) -> TrackUpdate:
         s = self.settings
-        ended = [tr.state(tr.box, 0.0, None) for tr in self._tracks if timestamp - tr.t > s.max_age]
-        tracks = [tr for tr in self._tracks if timestamp - tr.t <= s.max_age] if ended else self._tracks
+        horizon = timestamp - s.max_age
+        ended = [_state(tr, tr.box, 0.0, None) for tr in self._tracks if tr.t < horizon]
+        tracks = [tr for tr in self._tracks if tr.t >= horizon] if ended else self._tracks
         matched: dict[int, int] = {}   # track position -> detection index
+        predicted: list[Box] = []
         if tracks and detections:
-            predicted = np.array([tr.predict(timestamp) for tr in tracks], dtype=np.float64)
+            predicted = [tr.predict(timestamp) for tr in tracks]
             boxes = np.array([d.box for d in detections], dtype=np.float64)
-            iou = iou_matrix(predicted, boxes)
+            iou = iou_matrix(np.array(predicted, dtype=np.float64), boxes)
             labels = self._label_ids
             track_cls = np.array([labels[tr.label] for tr in tracks])
             det_cls = np.array([labels.setdefault(d.label, len(labels)) for d in detections])
             iou *= track_cls[:, None] == det_cls[None, :]
             strong, weak = [], []
+            high = s.high_score
             for i, d in enumerate(detections):
-                (strong if d.score >= s.high_score else weak).append(i)
+                (strong if d.score >= high else weak).append(i)
             for r, c in self._assign(iou[:, strong]):
                 matched[r] = strong[c]
-            if weak:
+            if weak and len(matched) < len(tracks):
                 rest = [r for r in range(len(tracks)) if r not in matched]
-                if rest:
-                    for r, c in self._assign(iou[np.ix_(rest, weak)]):
-                        matched[rest[r]] = weak[c]
+                for r, c in self._assign(iou[np.ix_(rest, weak)]):
+                    matched[rest[r]] = weak[c]
         active, kept = [], []
+        min_hits = s.min_hits
         for r, tr in enumerate(tracks):
             tr.age += 1
             index = matched.get(r)
             if index is not None:
                 tr.correct(detections[index], timestamp)
-                tr.confirmed = tr.confirmed or tr.hits >= s.min_hits
-                active.append(tr.state(tr.box, tr.score, index))
+                if not tr.confirmed and tr.hits >= min_hits:
+                    tr.confirmed = True
+                active.append(TrackedObject(tr.id, tr.label, tr.box, tr.score, index, tr.hits, tr.age, tr.confirmed))
                 kept.append(tr)
             elif tr.confirmed:
-                active.append(tr.state(tr.predict(timestamp), 0.0, None))
+                box = predicted[r] if predicted else tr.predict(timestamp)
+                active.append(TrackedObject(tr.id, tr.label, box, 0.0, None, tr.hits, tr.age, True))
                 kept.append(tr)
             else:
-                ended.append(tr.state(tr.box, 0.0, None))
+                ended.append(_state(tr, tr.box, 0.0, None))
         taken = set(matched.values())
         for i, det in enumerate(detections):
             if i not in taken and det.score >= s.high_score:
                 self._label_ids.setdefault(det.label, len(self._label_ids))
-                tr = _Track(next(self._ids), det, timestamp, confirmed=s.min_hits <= 1)
-                active.append(tr.state(tr.box, tr.score, i))
+                tr = _Track(next(self._ids), det, timestamp, confirmed=min_hits <= 1)
+                active.append(_state(tr, tr.box, tr.score, i))
                 kept.append(tr)
         self._tracks = kept
         return TrackUpdate(tuple(active), tuple(ended))
 
     def drain(self) -> tuple[TrackedObject, ...]:
-        ended = tuple(tr.state(tr.box, 0.0, None) for tr in self._tracks)
+        ended = tuple(_state(tr, tr.box, 0.0, None) for tr in self._tracks)
         self._tracks = []
         return ended
+
+
+def _state(tr: _Track, box: Box, score: float, index: int | None) -> TrackedObject:
+    return TrackedObject(tr.id, tr.label, box, score, index, tr.hits, tr.age, tr.confirmed)
