@@ -92,3 +92,19 @@ def test_the_script_runs_the_same_code():
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--rounds", "0"],
                             capture_output=True, text=True, timeout=120)
     _fails(result, "--rounds 0 is not positive")
+
+
+def test_scaling_mode_reports_every_scenario_and_ratio(tmp_path):
+    """The scaling mode runs (a benchmark: its figures are reported, not asserted here), with
+    SIMULATED detectors named as such in the report."""
+    out = tmp_path / "scaling.json"
+    result = run_edge("bench", "--modes", "scaling", "--rounds", "1", "--frames", "150", "--json", str(out),
+                      cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    scaling = json.loads(out.read_text())["scaling"]
+    scenarios = scaling["rounds"][0]
+    assert set(scenarios) == {"2cam-1tpu", "2cam-2tpu", "ceiling", "4cam-2tpu", "stalled"}
+    assert all(d.startswith("SIMULATED") for s in scenarios.values() for d in s["detectors"])
+    assert len(scenarios["4cam-2tpu"]["cameras"]) == 4 and set(scenarios["stalled"]["cameras"]) == {"cam0", "cam1"}
+    assert set(scaling["ratios"]) >= {"2cam_1tpu_over_nominal", "2tpu_over_1tpu", "stalled_others_over_2cam_2tpu"}
+    assert "Scaling (SIMULATED accelerators)" in result.stdout
