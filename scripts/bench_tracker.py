@@ -39,10 +39,21 @@ GOALS = {"idf1": 0.90, "switches_per_100": 1.0, "median_ms": 0.3}
 class HungarianByteTracker(ByteTracker):
     """The chosen tracker with the optimal (Hungarian) assignment in place of greedy matching."""
 
-    def _assign(self, iou):
+    def _assign(self, rank, iou):
+        import numpy as np
         from scipy.optimize import linear_sum_assignment
-        rows, cols = linear_sum_assignment(iou, maximize=True)
-        return [(r, c) for r, c in zip(rows.tolist(), cols.tolist()) if iou[r, c] >= self.settings.iou_threshold]
+        strong = (rank - iou > 0.5).any(axis=0)   # rank is IoU + 1 for a confident detection
+        pairs, used = [], set()
+        for columns in (np.flatnonzero(strong), np.flatnonzero(~strong)):   # confident ones first
+            rows = [r for r in range(len(iou)) if r not in used]
+            if not rows or not len(columns):
+                continue
+            sub = iou[np.ix_(rows, columns)]
+            for r, c in zip(*linear_sum_assignment(sub, maximize=True)):
+                if sub[r, c] >= self.settings.iou_threshold:
+                    pairs.append((rows[r], int(columns[c])))
+                    used.add(rows[r])
+        return pairs
 
 
 class NorfairTracker:

@@ -91,21 +91,22 @@ def make_tracker(settings: TrackerSettings | None = None) -> Tracker:
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of every box of ``a`` [N, 4] with every box of ``b`` [M, 4] (xmin, ymin, xmax, ymax)."""
-    ix = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    iy = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    inter = np.clip(ix, 0, None) * np.clip(iy, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
+    a, b = a[:, None, :], b[None, :, :]
+    side = np.minimum(a[..., 2:], b[..., 2:]) - np.maximum(a[..., :2], b[..., :2])
+    np.maximum(side, 0.0, out=side)
+    inter = side[..., 0] * side[..., 1]
+    size_a, size_b = a[..., 2:] - a[..., :2], b[..., 2:] - b[..., :2]
+    union = size_a[..., 0] * size_a[..., 1] + size_b[..., 0] * size_b[..., 1] - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
-def greedy_assign(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
-    """(row, column) pairs, best IoU first, each row and column used once, none under ``threshold``."""
-    rows, cols = np.nonzero(iou >= threshold)
+def greedy_assign(rank: np.ndarray, threshold: float, iou: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """(row, column) pairs, highest ``rank`` first, each row and column used once, none whose
+    ``iou`` (``rank`` itself when None) is under ``threshold``."""
+    rows, cols = np.nonzero((rank if iou is None else iou) >= threshold)
     if len(rows) == 0:
         return []
-    order = np.argsort(-iou[rows, cols], kind="stable")
+    order = np.argsort(-rank[rows, cols], kind="stable")
     pairs, used_r, used_c = [], set(), set()
     for r, c in zip(rows[order].tolist(), cols[order].tolist()):
         if r not in used_r and c not in used_c:
@@ -173,8 +174,9 @@ class ByteTracker:
         self._ids = itertools.count(1)
         self._label_ids: dict[str, int] = {}
 
-    def _assign(self, iou: np.ndarray) -> list[tuple[int, int]]:
-        return greedy_assign(iou, self.settings.iou_threshold)
+    def _assign(self, rank: np.ndarray, iou: np.ndarray) -> list[tuple[int, int]]:
+        """(track, detection) pairs: greedy on ``rank`` (IoU, + 1 for a confident detection)."""
+        return greedy_assign(rank, self.settings.iou_threshold, iou)
 
     def update(self, detections: Sequence[Detection], timestamp: float) -> TrackUpdate:
         s = self.settings
@@ -185,22 +187,17 @@ class ByteTracker:
         predicted: list[Box] = []
         if tracks and detections:
             predicted = [tr.predict(timestamp) for tr in tracks]
-            boxes = np.array([d.box for d in detections], dtype=np.float64)
-            iou = iou_matrix(np.array(predicted, dtype=np.float64), boxes)
             labels = self._label_ids
-            track_cls = np.array([labels[tr.label] for tr in tracks])
-            det_cls = np.array([labels.setdefault(d.label, len(labels)) for d in detections])
-            iou *= track_cls[:, None] == det_cls[None, :]
-            strong, weak = [], []
             high = s.high_score
-            for i, d in enumerate(detections):
-                (strong if d.score >= high else weak).append(i)
-            for r, c in self._assign(iou[:, strong]):
-                matched[r] = strong[c]
-            if weak and len(matched) < len(tracks):
-                rest = [r for r in range(len(tracks)) if r not in matched]
-                for r, c in self._assign(iou[np.ix_(rest, weak)]):
-                    matched[rest[r]] = weak[c]
+            iou = iou_matrix(np.array(predicted, dtype=np.float64),
+                             np.array([d.box for d in detections], dtype=np.float64))
+            same = (np.array([labels[tr.label] for tr in tracks])[:, None]
+                    == np.array([labels.setdefault(d.label, len(labels)) for d in detections]))
+            strong = np.array([d.score >= high for d in detections])
+            # confident detections first (ByteTrack's first association), then the weak ones take
+            # what tracks are left: one greedy pass over the pairs ranked by (confident, IoU)
+            iou *= same
+            matched = dict(self._assign(iou + strong, iou))
         active, kept = [], []
         min_hits = s.min_hits
         for r, tr in enumerate(tracks):
