@@ -116,7 +116,9 @@ function cameraLine(name, c) {
 async function poll() {
   try {
     const s = await (await fetch("/stats", {cache: "no-store"})).json();
-    const e = s.latency_ms.end_to_end, v = s.latency_ms.invoke;
+    const per = s.cameras && typeof s.cameras === "object" ? s.cameras : {};
+    for (const [name, cap] of tiles) cap.textContent = cameraLine(name, per[name]);
+    const e = s.latency_ms.end_to_end, v = s.latency_ms.invoke, un = s.unavailable || {};
     text("backend", s.backend || "-");
     text("fps", s.fps.inference.toFixed(1));
     text("frames", s.counts.inferred);
@@ -126,13 +128,11 @@ async function poll() {
     const p = s.power;
     text("power", p ? p.watts.toFixed(2) + " W (" + p.source + ")" +
          (p.joules_per_inference === null ? "" : ", " + p.joules_per_inference.toFixed(3) + " J/inference")
-         : "unavailable: " + (s.unavailable.power || "-"));
+         : "unavailable: " + (un.power || "-"));
     const t = s.temperatures;
     text("temp", t ? Object.entries(t).map(([k, c]) => k + " " + c.toFixed(1) + " °C").join(", ")
-         : "unavailable: " + (s.unavailable.thermal || "-"));
+         : "unavailable: " + (un.thermal || "-"));
     text("detections", Object.entries(s.detections).map(([k, n]) => k + " " + n).join(", ") || "none yet");
-    const per = s.cameras && typeof s.cameras === "object" ? s.cameras : {};
-    for (const [name, cap] of tiles) cap.textContent = cameraLine(name, per[name]);
     history.push({e2e50: e.p50, e2e95: e.p95, inv50: v.p50, inv95: v.p95});
     if (history.length > MAX) history.shift();
     draw();

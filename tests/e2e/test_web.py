@@ -152,3 +152,88 @@ def test_snapshot_and_stats_over_http(daemon):
     assert stats["counts"]["inferred"] > 0 and "invoke" in stats["latency_ms"]
     with pytest.raises(urllib.error.HTTPError, match="404"):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/nope", timeout=5)
+
+
+# --- several cameras, events and their snapshots ---------------------------------------------------
+
+KERB_POINTS = ((300.0, 150.0), (640.0, 150.0), (640.0, 272.0), (300.0, 272.0))
+
+
+def zone_pixels(image: np.ndarray) -> int:
+    """Orange (the zone colour, BGR 0,140,255 after JPEG) pixels on the kerb zone's top edge (y = 150)."""
+    band = image[146:155, 300:640].astype(int)
+    b, g, r = band[..., 0], band[..., 1], band[..., 2]
+    return int(np.count_nonzero((b < 90) & (g > 90) & (g < 200) & (r > 200)))
+
+
+@pytest.fixture()
+def two_cameras(tmp_path):
+    """The sample clip as two cameras ("left", "right") through the real scheduler and detector, the
+    real EventsSink (tracker, lifecycle, snapshot store) with the live view as its listener."""
+    import threading
+
+    from edge.app import assemble
+    from edge.config import CameraConfig, Config, OutputConfig
+    from edge.events.geometry import Line, Zone
+    from edge.events.settings import EventsSettings
+    from edge.events.sink import EventsSink
+    from edge.events.tracker import make_tracker
+    from edge.telemetry.stats import PipelineStats
+    from edge.telemetry.stats_payload import pipeline_payload
+    from edge.web.server import WebServer
+
+    settings = EventsSettings(enabled=True, jsonl="", snapshot_dir=str(tmp_path / "snapshots"),
+                              zones=(Zone("kerb", KERB_POINTS),), lines=(Line("middle", (320.0, 272.0), (320.0, 0.0)),))
+    stats = PipelineStats()
+    web = WebServer(stats, lambda: pipeline_payload(stats), port=0, events=settings,
+                    snapshot_dir=settings.snapshot_dir)
+    sink = EventsSink(settings, make_tracker, "edge", listeners=[web], errors=stats.error)
+    config = Config(cameras=(CameraConfig(name="left", source="sample", loop=True),
+                             CameraConfig(name="right", source="sample", loop=True)),
+                    output=OutputConfig(jsonl="", live="off"))
+    assembly = assemble(config, extra_sinks=[web, sink], stats=stats)
+    runner = threading.Thread(target=assembly.pipeline.run, name="pipeline", daemon=True)
+    runner.start()
+    yield web, sink
+    assembly.pipeline.stop()
+    runner.join(timeout=30)
+    web.close()
+    assert not runner.is_alive()
+
+
+def test_two_cameras_zones_and_events_with_snapshots(two_cameras, browser):
+    web, sink = two_cameras
+    base = f"http://127.0.0.1:{web.port}"
+    browser.call("Page.enable")
+    browser.call("Page.navigate", url=base + "/")
+
+    shown = ("[...document.querySelectorAll('img.stream')].map(i => [i.dataset.camera, i.naturalWidth,"
+             " i.naturalHeight])")
+    wait_for(lambda: sorted(browser.evaluate(shown) or []) == [["left", 640, 272], ["right", 640, 272]], 60,
+             "both cameras' streams showing")     # (in the order their first frames came)
+
+    # a frame of each camera's MJPEG stream has the zone drawn
+    for camera in ("left", "right"):
+        with urllib.request.urlopen(f"{base}/stream?camera={camera}", timeout=10) as stream:
+            head = stream.read(120)
+            length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+            body = head.split(b"\r\n\r\n", 1)[1]
+            jpeg = body + stream.read(length - len(body))
+        image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert image.shape == (272, 640, 3)
+        assert zone_pixels(image) > 300, camera
+
+    # the events list: an event with its snapshot loaded from the snapshot directory
+    loaded = ("[...document.querySelectorAll('#events li.event')].filter(li => {"
+              " const img = li.querySelector('img.thumb');"
+              " return img && img.complete && img.naturalWidth === 640; }).map(li => li.textContent)")
+    texts = wait_for(lambda: browser.evaluate(loaded) or None, 120, "an event with its snapshot in the list")
+    assert any("person" in t for t in texts), texts
+    cameras = {e["camera"] for e in json.load(urllib.request.urlopen(base + "/events", timeout=5))}
+    assert cameras <= {"left", "right"} and cameras
+    # per-camera captions: the name and the camera's own FPS from the stats payload's "cameras"
+    payload = json.load(urllib.request.urlopen(base + "/stats", timeout=5))
+    assert set(payload["cameras"]) == {"left", "right"}
+    captions = "[...document.querySelectorAll('#cameras figcaption')].map(c => c.textContent)"
+    got = wait_for(lambda: [c for c in browser.evaluate(captions) if " fps" in c] or None, 30, "per-camera FPS")
+    assert len(got) == 2 and sorted(c.split(" ")[0] for c in got) == ["left", "right"], got
