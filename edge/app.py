@@ -122,9 +122,10 @@ def make_exporters(config: Config, stats: PipelineStats, source_name: str, camer
             web = WebServer(stats, telemetry.payload, port=w.port, address=w.address, fps=w.fps,
                             quality=w.quality, auth_file=w.auth_file, insecure_listen=w.insecure_listen,
                             tls_cert=w.tls_cert, tls_key=w.tls_key, max_connections=w.max_connections,
-                            idle_timeout=w.idle_timeout)
+                            idle_timeout=w.idle_timeout, events=config.events if events else None,
+                            snapshot_dir=config.events.snapshot_dir if events else "")
             telemetry.add(web, per_frame=True)
-            if events and hasattr(web, "event"):
+            if events:
                 telemetry.listeners.append(web)
     except BaseException:
         telemetry.close()
