@@ -505,8 +505,9 @@ class PipelinedRunner:
 
     @property
     def pending(self) -> int:
-        """Inputs pushed whose result has not been popped yet."""
-        return self._pushed - self._popped
+        """Inputs pushed whose result has not been popped yet (a push still blocked is not counted)."""
+        with self._lock:
+            return max(0, self._pushed - self._popped)   # a pop may count before its push did
 
     # -- queue helpers: bounded waits, so close() and failures always get through
 
@@ -577,14 +578,12 @@ class PipelinedRunner:
         if self._finished or self._closed:
             raise PipelineError("push() on a pipeline that was finished or closed")
         tensors = {name: np.array(a, copy=True) for name, a in self.chain.check_inputs(inputs).items()}
-        with self._lock:
-            self._pushed += 1
         if not self._put(self._queues[0], _Job(tag, tensors), stop_on_error=True):
-            with self._lock:
-                self._pushed -= 1
             if self._error is not None:
                 raise self._error
             raise PipelineError("push() interrupted: the pipeline was closed")
+        with self._lock:
+            self._pushed += 1
 
     def pop(self) -> tuple[Hashable, tuple[np.ndarray, ...]] | None:
         """The oldest result as ``(tag, outputs)``, blocking until it is ready; None once
