@@ -14,6 +14,7 @@ from pathlib import Path
 
 from edge.errors import ConfigError
 from edge.host.cli_quantize_eval import positive_int
+from edge.runtime.manifest import MAX_SEGMENTS
 
 log = logging.getLogger("edge.host")
 
@@ -22,6 +23,17 @@ def _max_cpu_ops(value: str) -> int:
     n = int(value)
     if n < 0:
         raise argparse.ArgumentTypeError(f"{value!r} must be ≥ 0")
+    return n
+
+
+def _segments(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= MAX_SEGMENTS:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer from 1 to {MAX_SEGMENTS} (one Edge TPU "
+                                         "per segment; edgetpu_compiler documents no bound, no Pi carries more)")
     return n
 
 
@@ -61,11 +73,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
         print(json.dumps(result.log.as_dict(), indent=2))
     else:
         print("\n".join(result.log.lines()))
-    for path in result.outputs:
-        print(f"edgetpu model: {path}")
-    if not args.num_segments or args.num_segments == 1:
-        for path in c.write_manifests(model, result):
-            print(f"manifest: {path}")
+    for i, path in enumerate(result.outputs):
+        print(f"edgetpu {'segment ' + str(i) if len(result.outputs) > 1 else 'model'}: {path}")
+    for path in c.write_manifests(model, result):
+        print(f"manifest: {path}")
     return _gate(result.log.cpu_ops, args.max_cpu_ops, "run")
 
 
@@ -120,8 +131,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="let the compiler map supported ops after a CPU op (compiler -a, experimental)")
     p.add_argument("--search-delegate", "-d", action="store_true",
                    help="search for an earlier stopping point on compiler failures (compiler -d)")
-    p.add_argument("--num-segments", type=positive_int, default=None,
-                   help="split into N segments for pipelining over N Edge TPUs")
+    p.add_argument("--segments", "--num-segments", dest="num_segments", type=_segments, default=None,
+                   metavar="K", help=f"split into K segments (compiler --num_segments, 1 to {MAX_SEGMENTS}) to "
+                                     "pipeline over K Edge TPUs; the manifest lists them as \"segments\"")
     p.add_argument("--timeout", type=positive_int, default=180, help="compiler timeout in seconds (default 180)")
     p.add_argument("--json", action="store_true", help="print the parsed log as JSON")
     p.set_defaults(func=cmd_compile)

@@ -337,11 +337,21 @@ def compile_model(model: Path, options: CompileOptions, compiler: Path) -> Compi
     missing = [str(p) for p in outputs if not p.is_file()]
     if missing:
         raise CompilerError(f"{COMPILER} reported success but did not write {', '.join(missing)}")
+    if len(outputs) > 1:
+        from edge.runtime.segments import SegmentChain
+
+        SegmentChain.from_files(outputs)     # the device's own check: names, wiring, dtypes and shapes
+        if len(parsed.segments) != len(outputs):
+            log.warning("%s wrote %d segments but its log describes %d", COMPILER, len(outputs), len(parsed.segments))
     return CompileResult(command, parsed, outputs, text)
 
 
 def write_manifests(source: Path, result: CompileResult) -> list[Path]:
     """Manifests naming the compiled model and its CPU twin, so ``edge run`` picks either.
+
+    A model compiled into segments (``--segments K``) gets ``"segments": [...]`` (segment 0 first)
+    instead of an ``edgetpu`` role, in the sidecar of segment 0 (``<stem>_segment_0_of_K_edgetpu.json``)
+    and in the directory manifest.
 
     Always a sidecar ``<stem>_edgetpu.json`` next to the compiled model (``find_manifest`` reads it
     first); when the compiled model sits in the source's directory and that directory's
@@ -351,6 +361,7 @@ def write_manifests(source: Path, result: CompileResult) -> list[Path]:
     from edge.runtime.manifest import FORMAT, find_manifest, load_manifest
 
     compiled = result.outputs[0]
+    segmented = len(result.outputs) > 1
     source_manifest = find_manifest(source)
     base: dict = {}
     if source_manifest is not None:
@@ -359,12 +370,15 @@ def write_manifests(source: Path, result: CompileResult) -> list[Path]:
                   "command": " ".join(Path(c).name if i == 0 else c for i, c in enumerate(result.command)),
                   "tpu_ops": result.log.tpu_ops, "cpu_ops": result.log.cpu_ops,
                   "segments": [p.name for p in result.outputs],
-                  "sha256": {compiled.name: sha256(compiled), source.name: sha256(source)}}
+                  "sha256": {**{p.name: sha256(p) for p in result.outputs}, source.name: sha256(source)}}
     written = []
     sidecar = compiled.with_suffix(".json")
     rel = lambda p: os.path.relpath(p, compiled.parent)  # noqa: E731 - paths relative to the manifest
     data = {"format": FORMAT, "name": base.get("name", source.stem), "task": base.get("task", "detection"),
             "models": {"edgetpu": compiled.name, "cpu": rel(source)}}
+    if segmented:       # no single edgetpu model: segment 0 alone is not the model
+        data["models"] = {"cpu": rel(source)}
+        data["segments"] = [p.name for p in result.outputs]
     if source_manifest is not None:
         src_dir = source_manifest.parent
         if base.get("labels"):
@@ -382,7 +396,10 @@ def write_manifests(source: Path, result: CompileResult) -> list[Path]:
     written.append(sidecar)
     shared = compiled.parent / "manifest.json"
     if source_manifest == shared and load_manifest(shared).role_of(source) == "cpu":
-        base.setdefault("models", {})["edgetpu"] = compiled.name
+        if segmented:
+            base["segments"] = [p.name for p in result.outputs]
+        else:
+            base.setdefault("models", {})["edgetpu"] = compiled.name
         base.setdefault("provenance", {})["edgetpu"] = provenance
         shared.write_text(json.dumps(base, indent=2) + "\n", encoding="utf-8")
         load_manifest(shared)

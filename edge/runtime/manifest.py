@@ -14,8 +14,12 @@ decoder's parameters. ``edge-host`` writes it; the device never needs a hand-wri
       "input": {"width": 300, "height": 300, "colour": "RGB", "mean": [127.5, 127.5, 127.5],
                 "std": [127.5, 127.5, 127.5], "resize": "stretch", "pad_value": 0},
       "output": {"layout": "ssd_postprocess", ...decoder parameters...},
-      "provenance": {...free-form: source hash, quantization mode, calibration, licence...}
+      "provenance": {...free-form: source hash, quantization mode, calibration, licence...},
+      "segments": ["model_int8_segment_0_of_2_edgetpu.tflite", "model_int8_segment_1_of_2_edgetpu.tflite"]
     }
+
+``segments`` (optional) lists the files of an Edge TPU pipeline (``edge-host compile --segments K``),
+segment 0 first, to run on K Edge TPUs (:mod:`edge.runtime.segments`).
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ COLOURS = ("RGB", "BGR")
 RESIZE_MODES = ("stretch", "letterbox", "crop")
 TASKS = ("detection", "classification")
 TOP_LEVEL_KEYS = frozenset({"format", "name", "task", "models", "labels", "input", "output", "provenance",
-                            "allow_files_outside"})
+                            "allow_files_outside", "segments"})
+MAX_SEGMENTS = 8        # segments: edgetpu_compiler documents no bound; no Pi carries more Edge TPUs
 MIN_STD = 1e-6          # |std| below this maps every pixel to the input's clip limits
 MAX_SIDE = 16384        # input.width/height: larger than any model input
 # Where a manifest may name files outside its own directory (with "allow_files_outside": true):
@@ -69,6 +74,7 @@ class Manifest:
     output: dict[str, Any] = field(default_factory=dict)    # {"layout": ..., decoder parameters}
     provenance: dict[str, Any] = field(default_factory=dict)
     input_given: bool = False               # the manifest has an ``input`` table (else the defaults)
+    segments: tuple[Path, ...] = ()         # Edge TPU pipeline segment files, segment 0 first
 
     @property
     def layout(self) -> str | None:
@@ -139,6 +145,16 @@ def _input_spec(path: Path, table: Any) -> InputSpec:
                      pad_value=_int(path, "input.pad_value", table.get("pad_value", 0), 0, 255),
                      width=_int(path, "input.width", table.get("width", 0), 0, MAX_SIDE),
                      height=_int(path, "input.height", table.get("height", 0), 0, MAX_SIDE))
+
+
+def _segments(path: Path, value: Any, allow_outside: bool) -> tuple[Path, ...]:
+    if not isinstance(value, list) or not 2 <= len(value) <= MAX_SEGMENTS:
+        raise _fail(path, f"segments = {show(value)} is not a list of 2 to {MAX_SEGMENTS} file names")
+    files = tuple(_confined(path, f"segments[{i}]", name, allow_outside) for i, name in enumerate(value))
+    for i, name in enumerate(value):
+        if value.index(name) != i:
+            raise _fail(path, f"segments[{i}] = {show(name)} repeats segments[{value.index(name)}]")
+    return files
 
 
 def trusted_location(path: Path) -> bool:
@@ -225,6 +241,7 @@ def load_manifest(path: str | Path, *, confine: bool = True) -> Manifest:
         output=dict(output),
         provenance=dict(provenance),
         input_given="input" in data,
+        segments=_segments(path, data["segments"], allow_outside) if "segments" in data else (),
     )
 
 
