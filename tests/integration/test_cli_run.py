@@ -15,7 +15,8 @@ def test_edge_run_on_the_embedded_default(tmp_path):
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert len(events) >= 40
     first = events[0]
-    assert set(first) == {"ts", "frame", "source", "width", "height", "detections"}
+    assert set(first) == {"ts", "frame", "source", "camera", "width", "height", "detections"}
+    assert first["camera"] == first["source"] == "bikes.mp4"
     assert first["source"] == "bikes.mp4" and (first["width"], first["height"]) == (640, 272)
     det = first["detections"][0]
     assert det["label"] == "person" and det["score"] >= 0.5 and len(det["box"]) == 4
