@@ -42,18 +42,10 @@ class HungarianByteTracker(ByteTracker):
     def _assign(self, rank, iou):
         import numpy as np
         from scipy.optimize import linear_sum_assignment
-        strong = (rank - iou > 0.5).any(axis=0)   # rank is IoU + 1 for a confident detection
-        pairs, used = [], set()
-        for columns in (np.flatnonzero(strong), np.flatnonzero(~strong)):   # confident ones first
-            rows = [r for r in range(len(iou)) if r not in used]
-            if not rows or not len(columns):
-                continue
-            sub = iou[np.ix_(rows, columns)]
-            for r, c in zip(*linear_sum_assignment(sub, maximize=True)):
-                if sub[r, c] >= self.settings.iou_threshold:
-                    pairs.append((rows[r], int(columns[c])))
-                    used.add(rows[r])
-        return pairs
+        allowed = iou >= self.settings.iou_threshold
+        # the same ranks (IoU and the tracker's margins), their sum maximised; + 1 keeps them > 0
+        rows, cols = linear_sum_assignment(np.where(allowed, rank + 1.0, 0.0), maximize=True)
+        return [(r, c) for r, c in zip(rows.tolist(), cols.tolist()) if allowed[r, c]]
 
 
 class NorfairTracker:

@@ -18,7 +18,8 @@ Scenarios:
   hide each of them fully for about one second (0.9-1.15 s): no detection and no ground truth
   while its centre is behind the band.
 
-The ground truth of a frame lists the visible objects (not behind the band or another box); the
+The ground truth of a frame lists the visible objects (not behind the band or another box), an
+object that left the frame and comes back more than ``REENTRY`` seconds later under a new id; the
 tracker's hypotheses are its confirmed tracks that matched a detection that frame (what the
 events layer reports as seen). ``evaluate`` scores them with motmetrics: a match needs IoU >= 0.5.
 """
@@ -37,6 +38,10 @@ from edge.vision.decode import Detection
 WIDTH, HEIGHT, FPS = 1280.0, 720.0, 25.0
 SCENARIOS = ("many", "crossings", "occlusions")
 BAND = (560.0, 720.0)   # the occluding band of the "occlusions" scenario, x from-to
+# An object out of the frame for longer than this (seconds) that wanders back in is a new
+# ground-truth track: nothing tells a tracker without appearance features it is the same object,
+# and the events layer forgets a track unseen for max_age (1.5 s by default) by design.
+REENTRY = 1.5
 
 # label, class id, box width range, height / width range, speed range (pixels per second)
 CLASSES = (
@@ -68,11 +73,12 @@ class Sequence:
 
 
 class _Object:
-    __slots__ = ("id", "label", "class_id", "x", "y", "vx", "vy", "w", "h", "turn")
+    __slots__ = ("id", "label", "class_id", "x", "y", "vx", "vy", "w", "h", "turn", "seen", "out_since")
 
     def __init__(self, oid, cls, x, y, vx, vy, w, h, turn):
         self.id, (self.label, self.class_id) = oid, cls[:2]
         self.x, self.y, self.vx, self.vy, self.w, self.h, self.turn = x, y, vx, vy, w, h, turn
+        self.seen, self.out_since = False, None   # in the frame once; out of it since (seconds)
 
     @property
     def box(self) -> Box:
@@ -169,14 +175,21 @@ def _populate(scene: _Scene, t: float, dt: float) -> None:
         raise ValueError(f"scenario {scene.scenario!r} is unknown: expected one of {', '.join(SCENARIOS)}")
 
 
-def _visible(scene: _Scene) -> list[tuple[_Object, Box]]:
+def _visible(scene: _Scene, t: float) -> list[tuple[_Object, Box]]:
     shown = []
     for o in scene.objects:
         if scene.scenario == "occlusions" and BAND[0] <= o.x <= BAND[1]:
             continue
         box = _clip(o.box)
-        if box is not None:
-            shown.append((o, box))
+        if box is None:   # out of the frame (not hidden behind something)
+            if o.seen and o.out_since is None:
+                o.out_since = t
+            continue
+        if o.out_since is not None and t - o.out_since > REENTRY:   # back after long: a new track
+            o.id = scene.next_id
+            scene.next_id += 1
+        o.seen, o.out_since = True, None
+        shown.append((o, box))
     if scene.scenario == "crossings":   # the farther (higher in the frame) of two overlapping boxes is hidden
         hidden = set()
         for i, (a, ba) in enumerate(shown):
@@ -198,7 +211,7 @@ def generate(scenario: str, seed: int = 0, seconds: float = 60.0, miss: float = 
         t = n * dt
         _populate(scene, t, dt)
         truth, dets = [], []
-        for o, box in _visible(scene):
+        for o, box in _visible(scene, t):
             truth.append((o.id, o.label, box))
             if rng.random() < miss:
                 continue

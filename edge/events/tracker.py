@@ -5,13 +5,17 @@ One tracker, ByteTrack-style association (Zhang et al., 2022) on IoU, written he
 - every track predicts its box at the frame's timestamp with a constant-velocity Kalman filter per
   axis of the box centre (noises relative to the box size, as in SORT and ByteTrack), the box size
   smoothed, so coasting through a missed detection or a short occlusion follows the motion;
-- detections match tracks of their own label only (a person track never takes a car), first the
-  confident ones (score >= ``high_score``), then the remaining tracks take the weak ones, which
-  never start a track (ByteTrack's second association: weak boxes keep tracks alive through
-  partial occlusion, without their false positives starting tracks);
-- matching is greedy on IoU (best pair first, pairs under ``iou_threshold`` never match): with the
-  few objects of one class a camera sees, it scores as the Hungarian assignment does
+- detections match tracks of their own label only (a person track never takes a car), the confident
+  ones (score >= ``high_score``) first unless a weak one overlaps the track clearly better (by 0.3
+  IoU), and the weak ones never start a track (ByteTrack's two associations: weak boxes keep tracks
+  alive through partial occlusion, without their false positives starting tracks);
+- matching is greedy on IoU (best pair first, pairs under ``iou_threshold`` never match), a track
+  matched at the previous update ahead of one coasting by 0.1 IoU (when two boxes of one class
+  cover each other and only one is detected, the detection stays with the track it was following):
+  with the few objects of one class a camera sees, it scores as the Hungarian assignment does
   (``scripts/bench_tracker.py`` measures both) without needing scipy on the device;
+- a detection far from its track's prediction (a false positive taken, a box cut by the frame's
+  edge) moves the filter by at most two standard deviations of the expected innovation;
 - a new track is tentative until ``min_hits`` matched frames; a tentative track that misses a frame
   ends there (a flicker is not an object), a confirmed one coasts for up to ``max_age`` seconds
   without a match and then ends. Ages are in seconds of the frames' timestamps, so they hold at
@@ -43,6 +47,11 @@ _ACCEL = 0.5        # random acceleration: spectral density, in box sizes per se
 _SIZE_ALPHA = 0.3   # box width and height: exponential smoothing, no velocity
 # the same in box sizes (the covariance is kept in box sizes, so one serves both axes)
 _R, _Q, _Q2, _Q3 = _MEASURE ** 2, _ACCEL ** 2, _ACCEL ** 2 / 2, _ACCEL ** 2 / 3
+_GATE = 2.0         # a detection moves the filter by at most this many innovation standard deviations
+
+# Association ranks a (track, detection) pair by its IoU, plus these margins:
+_CONFIDENT = 0.3    # for a confident detection (ByteTrack's first stage, unless a weak box fits much better)
+_COASTING = -0.1    # for a track that missed the previous update (a fresh track keeps its detection)
 
 
 def _help(text: str) -> dict:
@@ -156,6 +165,12 @@ class _Track:
         gain_p, gain_v = a / s, b / s
         x, y = self.px + self.vx * dt, self.py + self.vy * dt
         rx, ry = (xmin + xmax) / 2 - x, (ymin + ymax) / 2 - y
+        # an outlier (a false positive taken, a box cut by the frame's edge) bends the track less
+        lim = _GATE * math.sqrt(s)
+        lx, ly = lim * self.w, lim * self.h
+        if rx > lx or rx < -lx or ry > ly or ry < -ly:
+            rx = lx if rx > lx else (-lx if rx < -lx else rx)
+            ry = ly if ry > ly else (-ly if ry < -ly else ry)
         self.px, self.py = x + gain_p * rx, y + gain_p * ry
         self.vx += gain_v * rx
         self.vy += gain_v * ry
@@ -173,9 +188,10 @@ class ByteTracker:
         self._tracks: list[_Track] = []
         self._ids = itertools.count(1)
         self._label_ids: dict[str, int] = {}
+        self._last = -math.inf
 
     def _assign(self, rank: np.ndarray, iou: np.ndarray) -> list[tuple[int, int]]:
-        """(track, detection) pairs: greedy on ``rank`` (IoU, + 1 for a confident detection)."""
+        """(track, detection) pairs, greedy on ``rank``, none whose ``iou`` is under the threshold."""
         return greedy_assign(rank, self.settings.iou_threshold, iou)
 
     def update(self, detections: Sequence[Detection], timestamp: float) -> TrackUpdate:
@@ -194,10 +210,13 @@ class ByteTracker:
             same = (np.array([labels[tr.label] for tr in tracks])[:, None]
                     == np.array([labels.setdefault(d.label, len(labels)) for d in detections]))
             strong = np.array([d.score >= high for d in detections])
-            # confident detections first (ByteTrack's first association), then the weak ones take
-            # what tracks are left: one greedy pass over the pairs ranked by (confident, IoU)
+            # one greedy pass over the pairs ranked by IoU, confident detections ahead of weak ones
+            # that fit no better (ByteTrack's two stages), fresh tracks ahead of coasting ones
             iou *= same
-            matched = dict(self._assign(iou + strong, iou))
+            rank = iou + _CONFIDENT * strong
+            rank += _COASTING * np.array([tr.t < self._last for tr in tracks])[:, None]
+            matched = dict(self._assign(rank, iou))
+        self._last = timestamp
         active, kept = [], []
         min_hits = s.min_hits
         for r, tr in enumerate(tracks):
