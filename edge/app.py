@@ -16,7 +16,7 @@ from edge.capture import Source, make_source
 from edge.config import Config
 from edge.errors import ConfigError, ModelError, SourceError
 from edge.events.geometry import check_geometry
-from edge.pipeline import Camera, Detector, Scheduler
+from edge.pipeline import Camera, Detector, PipelinedDetector, RunnerPort, Scheduler
 from edge.results import Sink
 from edge.runtime import edgetpu, loader
 from edge.runtime.backend import Backend
@@ -274,19 +274,34 @@ def camera_plans(config: Config) -> list[CameraPlan]:
 @dataclass(frozen=True)
 class DetectorPlan:
     name: str
-    device: str         # cpu | edgetpu… | simulated | auto (the [model] device: one detector)
+    device: str         # cpu | edgetpu… | simulated | auto (the [model] device: one detector) | "" (segments)
     threads: int
     standby: bool = False
     invoke_ms: float = 0.0
     retry: float = 0.0
+    segments: tuple[str, ...] = ()    # a pipelined detector: one Edge TPU per segment
+    segment_queue: int = 2
 
 
 def detector_plans(config: Config) -> list[DetectorPlan]:
     """[[detectors]]; without it, one detector on [model] device (auto: an Edge TPU when present)."""
     if not config.detectors:
         return [DetectorPlan("", config.model.device, config.model.threads, retry=0.0)]
-    return [DetectorPlan(d.name or d.device, d.device, d.threads or config.model.threads, d.standby, d.invoke_ms,
-                         config.service.tpu_retry if d.retry < 0 else d.retry) for d in config.detectors]
+    return [DetectorPlan(d.name or d.device or "+".join(d.segments), d.device, d.threads or config.model.threads,
+                         d.standby, d.invoke_ms, config.service.tpu_retry if d.retry < 0 else d.retry,
+                         tuple(d.segments), d.segment_queue) for d in config.detectors]
+
+
+def open_pipelined(det: DetectorPlan, cameras: list[CameraPlan], checked: dict) -> dict[str, RunnerPort]:
+    """A pipelined detector's runner: the model's segments (its manifest's ``segments``, or the
+    ``_segment_i_of_K`` files beside a segment given as the model), one per Edge TPU of ``det``."""
+    from edge.runtime.interpreter import load_runtime
+    from edge.runtime.segments import open_segments
+
+    chain = segment_chain(det, cameras, checked)
+    runner = open_segments(chain, det.segments, load_runtime(cameras[0].config.model.runtime),
+                           queue_size=det.segment_queue)
+    return {cameras[0].key: RunnerPort(runner, f"{'+'.join(det.segments)} ({chain.k} segments)")}
 
 
 @dataclass
@@ -314,9 +329,30 @@ def check_all(config: Config) -> dict[str, tuple[loader.ModelSet, FinishParams]]
         if plan.key not in checked:
             checked[plan.key] = check(plan.config)
     for det in detector_plans(config):
-        if det.device not in ("auto", "cpu", "simulated"):
+        if det.segments:
+            segment_chain(det, camera_plans(config), checked)    # an impossible chain fails before any load
+        elif det.device not in ("auto", "cpu", "simulated"):
             edgetpu.parse_device(det.device)
     return checked
+
+
+def segment_chain(det: DetectorPlan, cameras: list[CameraPlan], checked: dict):
+    """The checked segment chain a pipelined detector runs (read from the files, no interpreter)."""
+    from edge.runtime.segments import SegmentChain
+
+    keys = {plan.key for plan in cameras}
+    if len(keys) != 1:
+        raise ConfigError(f"pipelined detector {det.name!r} serves cameras with {len(keys)} different models",
+                          "a segment pipeline runs one model: give its cameras the same model")
+    models, _ = checked[next(iter(keys))]
+    if models.manifest.segments:
+        chain = SegmentChain.from_files(models.manifest.segments)
+    else:
+        chain = SegmentChain.find(models.requested)
+    if chain.k != len(det.segments):
+        raise ConfigError(f"detector {det.name!r} names {len(det.segments)} Edge TPUs for the {chain.k} segments "
+                          f"of {models.manifest.name}", "name one Edge TPU per segment")
+    return chain
 
 
 def _open_detector(det: DetectorPlan, cameras: list[CameraPlan], checked: dict, prepared: dict[str, Prepared],
@@ -371,6 +407,13 @@ def prepare_all(config: Config, checked: dict | None = None, *, service: bool = 
     detectors: list[Detector] = []
     try:
         for i, det in enumerate(detector_plans(config)):
+            if det.segments:
+                if i == 0:       # decoders and preprocessing from the model's CPU twin, loaded once
+                    _open_detector(DetectorPlan("cpu", "cpu", det.threads), cameras, checked, prepared, first=True)
+                ports = open_pipelined(det, cameras, checked)
+                detectors.append(PipelinedDetector(det.name, ports, retry=det.retry, kind="edgetpu",
+                                                   opener=lambda det=det: open_pipelined(det, cameras, checked)))
+                continue
             backends = _open_detector(det, cameras, checked, prepared, first=(i == 0))
             name = det.name or next(iter(backends.values())).name
             kind = "edgetpu" if next(iter(backends.values())).name.startswith("edgetpu") else det.device

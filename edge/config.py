@@ -238,6 +238,11 @@ class DetectorConfig:
                                minimum=0, maximum=10_000)
     retry: float = setting(-1.0, "Seconds between attempts to reopen the detector after it failed; -1: "
                                  "[service] tpu_retry; 0: never.", minimum=-1)
+    segments: list = setting([], "Edge TPUs of a pipelined detector, one per segment of a model compiled "
+                                 "with edge-host compile --segments K (the manifest's segments), e.g. "
+                                 "[\"edgetpu:pci:0\", \"edgetpu:pci:1\"]; device is then left empty.")
+    segment_queue: int = setting(2, "Inputs each queue between segments holds (bounded: a slow stage "
+                                    "slows the ones before it).", minimum=1, maximum=64)
 
 
 # Sections that are arrays of tables ([[cameras]], [[detectors]]), and the type of each entry.
@@ -383,6 +388,20 @@ def _check_detectors(detectors: tuple) -> None:
     for i, det in enumerate(detectors):
         where = f"detectors[{i}]"
         device = det.device
+        if det.segments:
+            if device:
+                raise ConfigError(f"{where} has both device = {device!r} and segments",
+                                  "a pipelined detector names its Edge TPUs in segments only")
+            from edge.runtime.segments import MAX_SEGMENTS, check_devices
+            if not 2 <= len(det.segments) <= MAX_SEGMENTS:
+                raise ConfigError(f"{where}.segments = {det.segments!r} names {len(det.segments)} Edge TPU(s)",
+                                  f"a pipeline has 2 to {MAX_SEGMENTS} segments, one Edge TPU each")
+            check_devices(det.segments, len(det.segments))
+            name = det.name or "+".join(det.segments)
+            if name in seen:
+                raise ConfigError(f"{where}: detector name {name!r} is used twice")
+            seen.add(name)
+            continue
         if device == "simulated":
             if not det.invoke_ms > 0:
                 raise ConfigError(f"{where}: a simulated detector needs invoke_ms > 0, got {det.invoke_ms!r}",

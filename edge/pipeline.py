@@ -25,6 +25,7 @@ Every stage is timed with ``time.monotonic_ns``; queues are bounded, so memory i
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
 import logging
@@ -165,6 +166,39 @@ class Detector:
             backend.close()
         self.backends = {}
         self.up = False
+
+
+class RunnerPort:
+    """A pipelined runner (:class:`edge.runtime.segments.PipelinedRunner`: push / pop in order, K
+    segments on K Edge TPUs) in a detector's place of a backend: its input spec and its name."""
+
+    def __init__(self, runner, name: str):
+        self.runner = runner
+        self.name = name
+        first = runner.chain.inputs[0] if hasattr(runner.chain, "inputs") else None
+        shape = tuple(first.shape) if first is not None else ()
+        self._spec = np.zeros(shape, np.dtype(first.dtype) if first is not None else np.uint8)
+        self.input_shape = shape
+
+    def input_view(self) -> np.ndarray:
+        return self._spec
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+class PipelinedDetector(Detector):
+    """A detector whose backend is a pipeline of K stages (Edge TPU segments): several frames in flight
+    at once, results in order. Its ``backends`` hold :class:`RunnerPort` objects."""
+
+    pipelined = True
+
+    def __init__(self, name: str, ports: dict[str, RunnerPort] | None = None, **kwargs):
+        super().__init__(name, ports, **kwargs)
+        self.lock = threading.Lock()
+        self.pending: collections.deque = collections.deque()   # (item, pushed_ns), push order
+        self.generation = 0
+        self.feeding_done = threading.Event()
 
 
 class _CameraRun:
@@ -511,6 +545,109 @@ class Scheduler:
         return _Work(item.frame, item.transform, backend.outputs(), taken, invoke_start, invoke_end,
                      item.prepare_ns, backend.name)
 
+    # -- pipelined detectors (Edge TPU segments) ------------------------------------------------
+    def _pusher(self, detector: PipelinedDetector, inbox: queue.Queue) -> None:
+        """Pushes prepared frames into the detector's pipeline; a full pipeline blocks (back-pressure)."""
+        try:
+            while True:
+                item = inbox.get()
+                inbox.task_done()
+                if item is None:
+                    return
+                if self._error is not None or not self._claim():
+                    self._abandon(item)
+                    continue
+                with detector.lock:
+                    port = detector.backends.get(item.camera.camera.model)
+                    generation = detector.generation
+                    if port is not None:
+                        detector.pending.append((item, time.monotonic_ns()))
+                if port is None:           # taken out while the frame was prepared: another detector runs it
+                    self._give_back([item])
+                    continue
+                try:
+                    port.runner.push(item.buffer, tag=item.seq)
+                except EdgeError:          # the stage's failure: the collector takes the detector out
+                    with detector.lock:
+                        handled = detector.generation != generation
+                    if handled:
+                        continue           # the collector already gave this frame back with the others
+        finally:
+            detector.feeding_done.set()
+            for port in list(detector.backends.values()):
+                port.runner.finish()
+
+    def _collector(self, detector: PipelinedDetector) -> None:
+        """Pops results in order and hands them to their cameras; a failed stage takes the detector out."""
+        while True:
+            with detector.lock:
+                port = next(iter(detector.backends.values()), None)
+            if port is None:
+                if detector.feeding_done.is_set() or self._error is not None:
+                    return
+                time.sleep(0.02)
+                continue
+            try:
+                got = port.runner.pop()
+            except EdgeError as exc:
+                self._lost_pipelined(detector, exc)
+                continue
+            if got is None:
+                with detector.lock:
+                    current = next(iter(detector.backends.values()), None)
+                if current is port and detector.feeding_done.is_set():
+                    return
+                if current is port:
+                    time.sleep(0.02)
+                continue
+            _, outputs = got
+            with detector.lock:
+                item, pushed = detector.pending.popleft()
+            done = time.monotonic_ns()
+            item.camera.release(item.buffer)
+            run = item.camera
+            run.inferred += 1
+            detector.inferred += 1
+            self.stats.inferred_frame()
+            if run.camera.stats is not self.stats:
+                run.camera.stats.inferred_frame()
+            self._done_with(run, item.seq, _Work(item.frame, item.transform, outputs, pushed, pushed, done,
+                                                 item.prepare_ns, port.name))
+
+    def _give_back(self, items: list[_Item]) -> None:
+        with self._cond:
+            self._claimed -= len(items)
+            self._retry[0:0] = items
+            self._cond.notify_all()
+
+    def _lost_pipelined(self, detector: PipelinedDetector, exc: BaseException) -> None:
+        """A stage failed: every frame in the pipeline goes back to the queue, in order."""
+        with detector.lock:
+            items = [item for item, _ in detector.pending]
+            detector.pending.clear()
+            detector.generation += 1
+        if not items:
+            with self._cond:
+                detector.take_out(exc, self.clock())
+                self._note_backend()
+            log.error("detector %s failed (%s)", detector.name, detector.last_error)
+            return
+        first, rest = items[0], items[1:]
+        self._unclaim()
+        self._lost(detector, first, exc)
+        if rest:
+            if self._error is not None:
+                for item in rest:
+                    self._abandon(item)
+                with self._cond:
+                    self._claimed -= len(rest)
+            else:
+                with self._cond:
+                    self._claimed -= len(rest)
+                    at = self._retry.index(first) + 1 if first in self._retry else 0
+                    self._retry[at:at] = rest
+                    self._cond.notify_all()
+
     # -- post-processing ------------------------------------------------------------------------
     def _post_loop(self, run: _CameraRun) -> None:
         pending: dict[int, _Work | None] = {}
@@ -588,8 +725,15 @@ class Scheduler:
             inbox: queue.Queue = queue.Queue(maxsize=1)
             workers.append(threading.Thread(target=self._feeder, args=(detector, inbox), daemon=True,
                                             name=f"feed:{detector.name}"))
-            workers.append(threading.Thread(target=self._invoker, args=(detector, inbox), daemon=True,
-                                            name=f"infer:{detector.name}"))
+            if isinstance(detector, PipelinedDetector):
+                detector.feeding_done.clear()
+                workers.append(threading.Thread(target=self._pusher, args=(detector, inbox), daemon=True,
+                                                name=f"push:{detector.name}"))
+                workers.append(threading.Thread(target=self._collector, args=(detector,), daemon=True,
+                                                name=f"pop:{detector.name}"))
+            else:
+                workers.append(threading.Thread(target=self._invoker, args=(detector, inbox), daemon=True,
+                                                name=f"infer:{detector.name}"))
         started = time.monotonic()
         for thread in itertools.chain(posts, workers, (r.capture for r in self._runs)):
             thread.start()

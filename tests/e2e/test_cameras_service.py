@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import signal
+from pathlib import Path
 
 from tests.e2e.service_harness import Daemon
 from tests.helpers import run_edge, wait_for
@@ -103,6 +104,38 @@ def test_a_bad_camera_detector_or_zone_is_one_line_and_exit_2_at_start(tmp_path)
         config.write_text(text)
         extra = ["--source", "sample"] if name == "both" else []
         done = run_edge("run", "--config", str(config), "--live", "off", *extra, cwd=tmp_path)
+        errors = [line for line in done.stderr.splitlines() if line.startswith("edge: error:")]
+        assert done.returncode == 2 and len(errors) == 1 and expected in errors[0], (name, done.stderr)
+        assert "Traceback" not in done.stderr
+
+
+def test_an_impossible_segment_chain_is_one_line_and_exit_2_at_start(tmp_path):
+    """Coral's real 2-segment SSD files, wired wrong in a manifest: refused before any model loads."""
+    import shutil
+
+    from tests.conformance.conftest import coral_dir
+
+    coral = coral_dir()
+    seg = "ssd_mobilenet_v2_coco_quant_postprocess_segment_{}_of_2_edgetpu.tflite"
+    default = Path(__file__).resolve().parents[2] / "models" / "ssdlite_mobilenet_v2_person"
+    cases = {
+        "twice": ([seg.format(0), seg.format(0)], 2, "segment"),
+        "k": ([seg.format(0), seg.format(1)], 3, "names 3 Edge TPUs for the 2 segments"),
+        "order": ([seg.format(1), "other_segment_0_of_2_edgetpu.tflite"], 2, "segment"),
+    }
+    for name, (files, tpus, expected) in cases.items():
+        model = tmp_path / name
+        shutil.copytree(default, model)
+        for f in set(files):
+            target = model / f
+            shutil.copy(coral / (seg.format(0) if f.startswith("other") else f), target)
+        manifest = json.loads((model / "manifest.json").read_text())
+        manifest["segments"] = files
+        (model / "manifest.json").write_text(json.dumps(manifest))
+        devices = ", ".join(f'"edgetpu:pci:{i}"' for i in range(tpus))
+        config = tmp_path / f"{name}.toml"
+        config.write_text(f'[model]\npath = "{model}"\n[[detectors]]\nsegments = [{devices}]\n')
+        done = run_edge("run", "--config", str(config), "--live", "off", cwd=tmp_path)
         errors = [line for line in done.stderr.splitlines() if line.startswith("edge: error:")]
         assert done.returncode == 2 and len(errors) == 1 and expected in errors[0], (name, done.stderr)
         assert "Traceback" not in done.stderr
