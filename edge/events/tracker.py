@@ -100,13 +100,16 @@ def make_tracker(settings: TrackerSettings | None = None) -> Tracker:
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of every box of ``a`` [N, 4] with every box of ``b`` [M, 4] (xmin, ymin, xmax, ymax)."""
-    a, b = a[:, None, :], b[None, :, :]
-    side = np.minimum(a[..., 2:], b[..., 2:]) - np.maximum(a[..., :2], b[..., :2])
-    np.maximum(side, 0.0, out=side)
-    inter = side[..., 0] * side[..., 1]
-    size_a, size_b = a[..., 2:] - a[..., :2], b[..., 2:] - b[..., :2]
-    union = size_a[..., 0] * size_a[..., 1] + size_b[..., 0] * size_b[..., 1] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    ax0, ay0, ax1, ay1 = a.T[:, :, None]
+    bx0, by0, bx1, by1 = b.T[:, None, :]
+    iw = np.minimum(ax1, bx1) - np.maximum(ax0, bx0)
+    ih = np.minimum(ay1, by1) - np.maximum(ay0, by0)
+    np.maximum(iw, 0.0, out=iw)
+    np.maximum(ih, 0.0, out=ih)
+    inter = iw * ih
+    union = (ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - inter
+    np.maximum(union, 1e-12, out=union)   # no overlap (inter 0) where a box is empty
+    return inter / union
 
 
 def greedy_assign(rank: np.ndarray, threshold: float, iou: np.ndarray | None = None) -> list[tuple[int, int]]:
@@ -205,8 +208,7 @@ class ByteTracker:
             predicted = [tr.predict(timestamp) for tr in tracks]
             labels = self._label_ids
             high = s.high_score
-            iou = iou_matrix(np.array(predicted, dtype=np.float64),
-                             np.array([d.box for d in detections], dtype=np.float64))
+            iou = iou_matrix(_array(predicted), _array([d.box for d in detections]))
             same = (np.array([labels[tr.label] for tr in tracks])[:, None]
                     == np.array([labels.setdefault(d.label, len(labels)) for d in detections]))
             strong = np.array([d.score >= high for d in detections])
@@ -248,6 +250,10 @@ class ByteTracker:
         ended = tuple(_state(tr, tr.box, 0.0, None) for tr in self._tracks)
         self._tracks = []
         return ended
+
+
+def _array(boxes: list[Box]) -> np.ndarray:
+    return np.fromiter(itertools.chain.from_iterable(boxes), np.float64, 4 * len(boxes)).reshape(-1, 4)
 
 
 def _state(tr: _Track, box: Box, score: float, index: int | None) -> TrackedObject:
