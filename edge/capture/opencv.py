@@ -164,6 +164,7 @@ class VideoFileSource:
         self.frame_count = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
         self._reads = 0
         self.fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+        self._opened_at = time.time()
         if self.live and not self.fps > 0:
             log.warning("%s does not state its frame rate; pacing at 25 fps", self.name)
             self.fps = 25.0
@@ -227,7 +228,11 @@ class VideoFileSource:
             if delay > 0:
                 time.sleep(delay)
         self._since_start += 1
-        frame = Frame.captured_now(image, self._index)
+        if self.live or not self.fps > 0:
+            frame = Frame.captured_now(image, self._index)
+        else:   # read as fast as possible: stamped with the clip's own time, so seconds (a tracker's
+            # max_age, event durations) mean what they mean in the clip, whatever the reading speed
+            frame = Frame(image, self._index, self._opened_at + self._index / self.fps, time.monotonic_ns())
         self._index += 1
         return frame
 
