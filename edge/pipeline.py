@@ -483,13 +483,17 @@ class Scheduler:
                 self._abandon(item)
                 self._fail(exc)
                 continue
-            run = item.camera
-            run.inferred += 1
-            detector.inferred += 1
-            self.stats.inferred_frame()
-            if run.camera.stats is not self.stats:
-                run.camera.stats.inferred_frame()
-            self._done_with(run, item.seq, work)
+            self._inferred(detector, item, work)
+
+    def _inferred(self, detector: Detector, item: _Item, work: _Work) -> None:
+        """Count an inferred frame and hand it to its camera's post thread."""
+        run = item.camera
+        run.inferred += 1
+        detector.inferred += 1
+        self.stats.inferred_frame()
+        if run.camera.stats is not self.stats:
+            run.camera.stats.inferred_frame()
+        self._done_with(run, item.seq, work)
 
     def _unclaim(self) -> None:
         with self._cond:
@@ -605,13 +609,7 @@ class Scheduler:
                 item, pushed = detector.pending.popleft()
             done = time.monotonic_ns()
             item.camera.release(item.buffer)
-            run = item.camera
-            run.inferred += 1
-            detector.inferred += 1
-            self.stats.inferred_frame()
-            if run.camera.stats is not self.stats:
-                run.camera.stats.inferred_frame()
-            self._done_with(run, item.seq, _Work(item.frame, item.transform, outputs, pushed, pushed, done,
+            self._inferred(detector, item, _Work(item.frame, item.transform, outputs, pushed, pushed, done,
                                                  item.prepare_ns, port.name))
 
     def _give_back(self, items: list[_Item]) -> None:

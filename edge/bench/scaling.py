@@ -25,7 +25,6 @@ Scenarios and what the issue asks of them:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import statistics
 import threading
@@ -101,7 +100,6 @@ def run_scenario(name: str, config: Config, *, stall: int = 0, warmup: int = 60)
     from edge.app import assemble
 
     def wrap(source: Source) -> Source:
-        nonlocal stall
         if stall and wrap.count == len(config.cameras) - 1:       # the last camera stalls
             source = StalledSource(source, stall)
         wrap.count += 1
@@ -209,5 +207,3 @@ def write(out: dict, path: str | Path) -> None:
     import json
     Path(path).write_text(json.dumps(out, indent=2) + "\n")
 
-
-__all__ = ["run_scaling", "format_scaling", "write", "dataclasses"]

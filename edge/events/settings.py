@@ -25,23 +25,17 @@ This module imports nothing from :mod:`edge.config`, so that module can import t
 from __future__ import annotations
 
 import dataclasses
-import math
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from edge.errors import ConfigError
-from edge.events.geometry import Line, Zone, check_names, parse_line, parse_zone
+from edge.fields import INT_LIMIT, check_value
+from edge.fields import setting as _setting
+from edge.events.geometry import check_names, parse_line, parse_zone
 
 MAX_ZONES = 64
 MAX_LINES = 64
-INT_LIMIT = 2 ** 62
-
-
-def _setting(default: Any, help: str, *, choices: tuple | None = None, minimum: float | None = None,
-             maximum: float | None = None) -> Any:
-    return field(default=default, metadata={"help": help, "choices": choices, "minimum": minimum,
-                                            "maximum": maximum})
 
 
 @dataclass(frozen=True)
@@ -142,35 +136,7 @@ def _array(name: str, inside: Any, apart: Any, limit: int) -> list:
 
 
 def _check(f: dataclasses.Field, hint: Any, value: Any) -> Any:
-    where = f"events.{f.name}"
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where} = {_short(value)} is not a boolean", "use true or false")
-    elif hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where} = {_short(value)} is not an integer")
-    elif hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where} = {_short(value)} is not a number")
-        try:
-            value = float(value)
-        except OverflowError:
-            raise ConfigError(f"{where} = {_short(value)} is out of range") from None
-        if not math.isfinite(value):
-            raise ConfigError(f"{where} = {value!r} is not a finite number")
-    elif hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where} = {_short(value)} is not a string")
-        if "\0" in value:
-            raise ConfigError(f"{where} = {_short(value)} contains a NUL character")
-    meta = f.metadata
-    if meta.get("choices") and value not in meta["choices"]:
-        raise ConfigError(f"{where} = {value!r} is not one of {', '.join(meta['choices'])}")
-    if meta.get("minimum") is not None and value < meta["minimum"]:
-        raise ConfigError(f"{where} = {value!r} is below the minimum {meta['minimum']}")
-    if meta.get("maximum") is not None and value > meta["maximum"]:
-        raise ConfigError(f"{where} = {value!r} is above the maximum {meta['maximum']}")
-    return value
+    return check_value("events", f, hint, value)
 
 
 def _short(value: Any) -> str:
