@@ -64,7 +64,7 @@ class NorfairTracker:
             distance_function="iou", distance_threshold=1.0 - settings.iou_threshold,
             hit_counter_max=max(1, round(settings.max_age * fps)), initialization_delay=settings.min_hits - 1)
 
-    def update(self, detections, timestamp):
+    def update(self, detections, timestamp, *, frame_size=None):
         import numpy as np
         self._frame += 1
         dets = [self._norfair.Detection(np.array([d.box[:2], d.box[2:]]), scores=np.array([d.score, d.score]),
@@ -96,12 +96,13 @@ def candidates(settings: TrackerSettings) -> dict:
 def update_cost(factory, sequence: mot_synth.Sequence, repeat: int) -> tuple[float, float]:
     """Median and 95th percentile (ms) of one update, over the sequence's frames replayed."""
     frames = sequence.frames
+    size = (int(mot_synth.WIDTH), int(mot_synth.HEIGHT))
     samples = []
     tracker, offset = factory(), 0.0
     while len(samples) < repeat:
         for frame in frames:
             start = time.perf_counter_ns()
-            tracker.update(frame.detections, frame.timestamp + offset)
+            tracker.update(frame.detections, frame.timestamp + offset, frame_size=size)
             samples.append(time.perf_counter_ns() - start)
         offset += frames[-1].timestamp + 10.0   # a fresh start: every track aged out
     samples = samples[len(frames) // 10:]   # past the warm-up

@@ -260,7 +260,7 @@ class Scores:
 def run(tracker, sequence: Sequence):
     """Feed ``sequence`` to ``tracker``; yields (frame, hypotheses [(track id, box)]) per frame."""
     for frame in sequence.frames:
-        update = tracker.update(frame.detections, frame.timestamp)
+        update = tracker.update(frame.detections, frame.timestamp, frame_size=(int(WIDTH), int(HEIGHT)))
         hyps = [(o.id, frame.detections[o.detection].box) for o in update.active
                 if o.confirmed and o.detection is not None]
         yield frame, hyps

@@ -14,6 +14,9 @@ One tracker, ByteTrack-style association (Zhang et al., 2022) on IoU, written he
   cover each other and only one is detected, the detection stays with the track it was following):
   with the few objects of one class a camera sees, it scores as the Hungarian assignment does
   (``scripts/bench_tracker.py`` measures both) without needing scipy on the device;
+- a box cut by the frame's edge on one side (when ``update`` is given the frame's size): the filter
+  follows its uncut side, which moves with the object, and takes its size on that axis as it is
+  (the centre of a box growing from the edge as its object enters moves at half the object's speed);
 - a detection far from its track's prediction (a false positive taken, a box cut by the frame's
   edge) moves the filter by at most two standard deviations of the expected innovation;
 - a new track is tentative until ``min_hits`` matched frames; a tentative track that misses a frame
@@ -47,6 +50,7 @@ _ACCEL = 0.5        # random acceleration: spectral density, in box sizes per se
 _SIZE_ALPHA = 0.3   # box width and height: exponential smoothing, no velocity
 # the same in box sizes (the covariance is kept in box sizes, so one serves both axes)
 _R, _Q, _Q2, _Q3 = _MEASURE ** 2, _ACCEL ** 2, _ACCEL ** 2 / 2, _ACCEL ** 2 / 3
+_EDGE = 0.01        # a box side within this fraction of the frame's size from its edge is cut by it
 _GATE = 2.0         # a detection moves the filter by at most this many innovation standard deviations
 
 # Association ranks a (track, detection) pair by its IoU, plus these margins:
@@ -153,13 +157,29 @@ class _Track:
         cx, cy, hw, hh = self.px + self.vx * dt, self.py + self.vy * dt, self.w / 2, self.h / 2
         return (cx - hw, cy - hh, cx + hw, cy + hh)
 
-    def correct(self, det: Detection, t: float) -> None:
+    def correct(self, det: Detection, t: float, frame_size: tuple[int, int] | None = None) -> None:
         dt = t - self.t
         if dt < 0.0:
             dt = 0.0
         xmin, ymin, xmax, ymax = box = det.box
-        self.w += _SIZE_ALPHA * ((xmax - xmin) - self.w)
-        self.h += _SIZE_ALPHA * ((ymax - ymin) - self.h)
+        # A box cut by the frame's edge on one side: its other side moves with the object, its
+        # centre does not (it moves at half the speed while the object enters or leaves). The
+        # filter then follows the uncut side, the size on that axis is the box's own.
+        cut_x = cut_y = 0
+        if frame_size is not None:
+            fw, fh = frame_size
+            mx, my = _EDGE * fw, _EDGE * fh
+            cut_x = (xmin <= mx) - (xmax >= fw - mx)
+            cut_y = (ymin <= my) - (ymax >= fh - my)
+        w0, h0 = self.w, self.h
+        if cut_x:
+            self.w = xmax - xmin
+        else:
+            self.w += _SIZE_ALPHA * ((xmax - xmin) - self.w)
+        if cut_y:
+            self.h = ymax - ymin
+        else:
+            self.h += _SIZE_ALPHA * ((ymax - ymin) - self.h)
         b0, c0 = self.b, self.c
         a = self.a + dt * (2 * b0 + dt * c0) + _Q3 * dt * dt * dt
         b = b0 + dt * c0 + _Q2 * dt * dt
@@ -167,7 +187,9 @@ class _Track:
         s = a + _R
         gain_p, gain_v = a / s, b / s
         x, y = self.px + self.vx * dt, self.py + self.vy * dt
-        rx, ry = (xmin + xmax) / 2 - x, (ymin + ymax) / 2 - y
+        # residual of the centre, or of the uncut side (the left one when the right is cut: cut -1)
+        rx = (xmin + xmax) / 2 - x if not cut_x else (xmax - x - w0 / 2 if cut_x > 0 else xmin - x + w0 / 2)
+        ry = (ymin + ymax) / 2 - y if not cut_y else (ymax - y - h0 / 2 if cut_y > 0 else ymin - y + h0 / 2)
         # an outlier (a false positive taken, a box cut by the frame's edge) bends the track less
         lim = _GATE * math.sqrt(s)
         lx, ly = lim * self.w, lim * self.h
@@ -175,6 +197,11 @@ class _Track:
             rx = lx if rx > lx else (-lx if rx < -lx else rx)
             ry = ly if ry > ly else (-ly if ry < -ly else ry)
         self.px, self.py = x + gain_p * rx, y + gain_p * ry
+        # the uncut side where the filter puts it, the box's size inwards from it
+        if cut_x:
+            self.px += (w0 - self.w) / 2 * cut_x
+        if cut_y:
+            self.py += (h0 - self.h) / 2 * cut_y
         self.vx += gain_v * rx
         self.vy += gain_v * ry
         self.a, self.b, self.c = (1 - gain_p) * a, (1 - gain_p) * b, c - gain_v * b
@@ -197,7 +224,8 @@ class ByteTracker:
         """(track, detection) pairs, greedy on ``rank``, none whose ``iou`` is under the threshold."""
         return greedy_assign(rank, self.settings.iou_threshold, iou)
 
-    def update(self, detections: Sequence[Detection], timestamp: float) -> TrackUpdate:
+    def update(self, detections: Sequence[Detection], timestamp: float, *,
+               frame_size: tuple[int, int] | None = None) -> TrackUpdate:
         s = self.settings
         horizon = timestamp - s.max_age
         ended = [_state(tr, tr.box, 0.0, None) for tr in self._tracks if tr.t < horizon]
@@ -225,7 +253,7 @@ class ByteTracker:
             tr.age += 1
             index = matched.get(r)
             if index is not None:
-                tr.correct(detections[index], timestamp)
+                tr.correct(detections[index], timestamp, frame_size)
                 if not tr.confirmed and tr.hits >= min_hits:
                     tr.confirmed = True
                 active.append(TrackedObject(tr.id, tr.label, tr.box, tr.score, index, tr.hits, tr.age, tr.confirmed))

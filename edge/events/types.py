@@ -31,8 +31,10 @@ class TrackUpdate:
 
 
 class Tracker(Protocol):
-    def update(self, detections: Sequence[Detection], timestamp: float) -> TrackUpdate:
-        """Associate this frame's detections with the tracks; ``timestamp`` in seconds."""
+    def update(self, detections: Sequence[Detection], timestamp: float, *,
+               frame_size: tuple[int, int] | None = None) -> TrackUpdate:
+        """Associate this frame's detections with the tracks; ``timestamp`` in seconds,
+        ``frame_size`` (width, height) in pixels when known (boxes cut by the frame's edge)."""
 
     def drain(self) -> tuple[TrackedObject, ...]:
         """End every track (at shutdown): their last states; the tracker is empty afterwards."""

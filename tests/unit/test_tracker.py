@@ -78,6 +78,21 @@ def test_a_confirmed_track_coasts_through_a_short_gap_on_its_predicted_box():
     assert coasting.box[0] == pytest.approx(100 + 4 * 12, abs=3)   # moved on at the track's velocity
 
 
+def test_a_box_cut_by_the_frame_edge_is_followed_by_its_uncut_side():
+    """An object entering at the left edge: its box grows from x = 0, its centre moves at half its
+    speed; with the frame's size the track follows the right side, which moves with the object."""
+    def entering(i):   # a 120-pixel wide object, its right side at 20 + 4 i (100 px/s), cut at x = 0
+        return [person(0.0, w=20.0 + 4 * i)] if i < 15 else []
+
+    boxes = {}
+    for size in (None, (640, 480)):
+        tracker = make_tracker(TrackerSettings(min_hits=1))
+        updates = [tracker.update(entering(i), i * DT, frame_size=size) for i in range(18)]
+        boxes[size] = updates[-1].active[0].box   # coasting 3 frames after the last detection
+    assert boxes[(640, 480)][2] == pytest.approx(20 + 4 * 17, abs=2)
+    assert abs(boxes[None][2] - (20 + 4 * 17)) > 5   # the centre's filter lags behind
+
+
 def test_a_confirmed_track_ends_after_max_age_seconds_without_a_match():
     tracker = make_tracker(TrackerSettings(min_hits=1, max_age=0.2))
     tracker.update([person(100)], 0.0)
@@ -170,7 +185,7 @@ def test_evaluate_scores_a_perfect_and_a_swapping_tracker():
         def __init__(self, swap):
             self.swap = swap
 
-        def update(self, detections, timestamp):
+        def update(self, detections, timestamp, *, frame_size=None):
             from edge.events.types import TrackedObject, TrackUpdate
             frame = next(f for f in sequence.frames if f.timestamp == timestamp)
             objs = []
