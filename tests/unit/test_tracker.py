@@ -202,10 +202,11 @@ def test_evaluate_scores_a_perfect_and_a_swapping_tracker():
     assert swapped.switches == 2 and swapped.idf1 < 1.0
 
 
-# Issue 16's goal is <= 1 ID switch per 100 ground-truth tracks; the tracker makes 1.7-2.1 on these
-# sequences (measured by scripts/bench_tracker.py, which fails on the goal; the sequences are
-# seeded, so the figures are exact), so this test guards against regressions at the measured level.
-SWITCHES_PER_100 = 2.5
+# Issue 16's goal is <= 1 ID switch per 100 ground-truth tracks; the tracker makes 0.6 / 0.0 / 1.7
+# (many / crossings / occlusions: 1, 0 and 2 switches) on these sequences (measured by
+# scripts/bench_tracker.py, which fails on the goal; the sequences are seeded, so the figures are
+# exact), so this test guards against regressions at the measured level.
+SWITCHES_PER_100 = 1.7
 
 
 @pytest.mark.parametrize("scenario", mot_synth.SCENARIOS)
