@@ -111,7 +111,7 @@ class EventsSink:
         frame = result.frame
         camera = getattr(result, "camera", "") or self.source_name
         tracker, lifecycle = self._camera(camera, *frame.size)
-        update = tracker.update(result.detections, frame.timestamp)
+        update = tracker.update(result.detections, frame.timestamp, frame_size=frame.size)
         lifecycle.step(update, frame)
         for tracks in self._track_listeners:
             try:

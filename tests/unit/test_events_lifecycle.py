@@ -325,7 +325,7 @@ class ScriptedTracker:
         self.calls = []
         self.active = ()
 
-    def update(self, detections, timestamp):
+    def update(self, detections, timestamp, *, frame_size=None):
         self.calls.append((tuple(detections), timestamp))
         update = self.script.pop(0) if self.script else TrackUpdate(self.active, ())
         self.active = update.active
