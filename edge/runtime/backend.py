@@ -88,6 +88,9 @@ class TFLiteBackend:
         """
         try:
             self.xnnpack = xnnpack_share.delegation(self._interpreter)
+        except UnicodeDecodeError as exc:     # the runtime decodes op names from the file: a corrupt one
+            raise ModelError(f"{self.model.path.name}: an operator name is not UTF-8 ({exc.reason} at byte "
+                             f"{exc.start}): the file is corrupt", "re-export or re-download the model") from None
         except (AttributeError, KeyError, TypeError) as exc:
             log.warning("cannot tell whether XNNPACK was applied to %s (%s %s has no usable "
                         "_get_ops_details: %s); reporting it as asked", self.model.path.name,
