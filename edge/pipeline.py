@@ -369,7 +369,6 @@ class Scheduler:
                 return None
             if frame is END:
                 run.ended = True
-                self._cond.notify_all()
                 continue
             if frame is None:
                 continue
@@ -387,6 +386,12 @@ class Scheduler:
     def _settled(self) -> None:
         with self._cond:
             self._in_flight -= 1
+            if self._in_flight == 0:      # what _finished() waits for; frames and retries notify themselves
+                self._cond.notify_all()
+
+    def _wake(self) -> None:
+        """A camera's slot got a frame or its end: the feeders waiting for work look again."""
+        with self._cond:
             self._cond.notify_all()
 
     def _claim(self) -> bool:
@@ -712,7 +717,7 @@ class Scheduler:
         self._stop.clear()
         self._runs = []
         for camera in self.cameras:
-            run = _CameraRun(camera, FrameSlot(lockstep=not camera.source.live, cond=self._cond), self._stop,
+            run = _CameraRun(camera, FrameSlot(lockstep=not camera.source.live, on_change=self._wake), self._stop,
                              self.post_queue)
             run.shape, run.dtype = self._input_spec(camera)
             self._runs.append(run)

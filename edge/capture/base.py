@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -64,9 +64,11 @@ END = _EndOfStream()
 class FrameSlot:
     """Holds the newest frame; a frame replaced before it was taken counts as dropped."""
 
-    def __init__(self, lockstep: bool = False, cond: threading.Condition | None = None):
-        # several slots may share one condition, so that a consumer waits for any of them
-        self._cond = cond or threading.Condition()
+    def __init__(self, lockstep: bool = False, on_change: Callable[[], None] | None = None):
+        # on_change: called (without the slot's lock held) after a frame or the end arrives, so that
+        # a consumer of several slots can wait for any of them on a condition of its own
+        self._cond = threading.Condition()
+        self._on_change = on_change
         self._frame: Frame | None = None
         self._ended = False
         self._error: BaseException | None = None
@@ -84,12 +86,16 @@ class FrameSlot:
             self._frame = frame
             self.captured += 1
             self._cond.notify_all()
+        if self._on_change is not None:
+            self._on_change()
 
     def end(self, error: BaseException | None = None) -> None:
         with self._cond:
             self._ended = True
             self._error = error
             self._cond.notify_all()
+        if self._on_change is not None:
+            self._on_change()
 
     def poll(self) -> Frame | _EndOfStream | None:
         """The newest frame, :data:`END` once the source ended and was drained, else None; never waits.
