@@ -15,7 +15,7 @@ from typing import Callable
 from edge.capture import Source, make_source
 from edge.config import Config
 from edge.errors import ConfigError, ModelError, SourceError
-from edge.events.geometry import check_geometry
+from edge.events.geometry import check_cameras, check_geometry, for_camera
 from edge.pipeline import Camera, Detector, PipelinedDetector, RunnerPort, Scheduler
 from edge.results import Sink
 from edge.runtime import edgetpu, loader
@@ -486,14 +486,18 @@ def assemble(config: Config, extra_sinks: list[Sink] | None = None,
                 source = wrap_source(source)
             source.open()
             opened.append(source)
-            if config.events.enabled and (config.events.zones or config.events.lines):
-                source = FirstFrame(source)      # zones and lines must fit in the picture: checked now
+            zones, lines = for_camera(config.events.zones, config.events.lines, plan.name or source.name)
+            if config.events.enabled and (zones or lines):
+                source = FirstFrame(source)      # the camera's zones and lines must fit in its picture
                 try:
-                    check_geometry(config.events.zones, config.events.lines, *source.size())
+                    check_geometry(zones, lines, *source.size())
                 except ConfigError as exc:
                     raise ConfigError(f"{f'camera {plan.name}' if plan.name else f'source {source.name}'}: "
                                       f"{exc.message}", exc.remedy) from None
             cameras_models.append((plan, source, camera))
+        if config.events.enabled:
+            check_cameras(config.events.zones, config.events.lines,
+                          [plan.name or source.name for (plan, source, _) in cameras_models])
         plan_set = prepared or prepare_all(config, checked, service=service)
         stats = stats or PipelineStats()
         telemetry = make_exporters(config, stats, opened[0].name if len(opened) == 1 else "edge",

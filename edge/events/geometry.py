@@ -29,8 +29,8 @@ NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")   # names end up in MQTT topics and Pr
 WHOLE_FRAME = "all"                          # the zone name reserved for the whole frame
 MAX_POINTS = 100
 MAX_INERTIA = 1000
-ZONE_KEYS = ("name", "points", "inertia", "labels")
-LINE_KEYS = ("name", "points", "labels")
+ZONE_KEYS = ("name", "points", "inertia", "labels", "cameras")
+LINE_KEYS = ("name", "points", "labels", "cameras")
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,10 @@ class Zone:
     points: tuple[Point, ...]
     inertia: int = 3
     labels: tuple[str, ...] = ()
+    cameras: tuple[str, ...] = ()     # the cameras it is drawn on (their names); empty: every camera
+
+    def on(self, camera: str) -> bool:
+        return not self.cameras or camera in self.cameras
 
     def contains(self, x: float, y: float) -> bool:
         """Point-in-polygon, the edges included: a box touching the bottom of the frame has its
@@ -62,6 +66,10 @@ class Line:
     a: Point
     b: Point
     labels: tuple[str, ...] = ()
+    cameras: tuple[str, ...] = ()     # the cameras it is drawn on (their names); empty: every camera
+
+    def on(self, camera: str) -> bool:
+        return not self.cameras or camera in self.cameras
 
     def side(self, p: Point) -> int:
         """+1 right of A→B on the picture (y down), -1 left, 0 on the line through A and B."""
@@ -183,7 +191,8 @@ def parse_zone(table: Any, index: int) -> Zone:
     if isinstance(inertia, bool) or not isinstance(inertia, int) or not 1 <= inertia <= MAX_INERTIA:
         raise ConfigError(f"{where}: inertia = {inertia!r} is not an integer from 1 to {MAX_INERTIA}",
                           "frames a track must be inside (or outside) before it enters (or leaves)")
-    return Zone(name, points, inertia, _labels(where, table.get("labels", [])))
+    return Zone(name, points, inertia, _labels(where, table.get("labels", [])),
+                _labels(where, table.get("cameras", []), "cameras"))
 
 
 def parse_line(table: Any, index: int) -> Line:
@@ -197,7 +206,8 @@ def parse_line(table: Any, index: int) -> Line:
         raise ConfigError(f"{where} has {len(points)} point(s)", "a line is 2 points [[xa, ya], [xb, yb]]")
     if points[0] == points[1]:
         raise ConfigError(f"{where} has the same point twice {_show(points[0])}", "give two distinct points")
-    return Line(name, points[0], points[1], _labels(where, table.get("labels", [])))
+    return Line(name, points[0], points[1], _labels(where, table.get("labels", [])),
+                _labels(where, table.get("cameras", []), "cameras"))
 
 
 def check_names(zones: Iterable[Zone], lines: Iterable[Line]) -> None:
@@ -258,10 +268,27 @@ def _points(where: str, value: Any) -> tuple[Point, ...]:
     return tuple(points)
 
 
-def _labels(where: str, value: Any) -> tuple[str, ...]:
+def _labels(where: str, value: Any, key: str = "labels") -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v and "\0" not in v for v in value):
-        raise ConfigError(f"{where}: labels = {_short(value)} is not a list of labels", 'e.g. ["person", "car"]')
+        example = '["person", "car"]' if key == "labels" else '["front", "garden"] (camera names)'
+        raise ConfigError(f"{where}: {key} = {_short(value)} is not a list of names", f"e.g. {example}")
     return tuple(value)
+
+
+def for_camera(zones: Iterable[Zone], lines: Iterable[Line], camera: str) -> tuple[tuple[Zone, ...], tuple[Line, ...]]:
+    """The zones and lines drawn on ``camera``."""
+    return tuple(z for z in zones if z.on(camera)), tuple(l for l in lines if l.on(camera))
+
+
+def check_cameras(zones: Iterable[Zone], lines: Iterable[Line], cameras: Iterable[str]) -> None:
+    """Every camera a zone or line names exists; a ConfigError names the first that does not."""
+    known = set(cameras)
+    for kind, item in [("zone", z) for z in zones] + [("line", l) for l in lines]:
+        for name in item.cameras:
+            if name not in known:
+                raise ConfigError(f"{kind} {item.name!r} names the camera {name!r}, which is not one of "
+                                  f"{', '.join(sorted(known)) or 'none'}", "use the [[cameras]] names (or the "
+                                  "source's name for one source)")
 
 
 def _show(p: Point) -> str:

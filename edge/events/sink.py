@@ -17,12 +17,13 @@ The events file (``events.jsonl``) has one line per message, written whole by
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Callable, Sequence
 
 from edge.errors import ConfigError
-from edge.events.geometry import check_geometry
+from edge.events.geometry import check_geometry, for_camera
 from edge.events.lifecycle import EventLifecycle
 from edge.events.settings import EventsSettings
 from edge.events.snapshots import SnapshotStore
@@ -98,10 +99,12 @@ class EventsSink:
     def _camera(self, name: str, width: int, height: int) -> tuple[Tracker, EventLifecycle]:
         found = self.cameras.get(name)
         if found is None:
-            # the frame size is known only now: zones and lines must fit in it
-            check_geometry(self.settings.zones, self.settings.lines, width, height)
+            # the frame size is known only now: the camera's zones and lines must fit in it
+            zones, lines = for_camera(self.settings.zones, self.settings.lines, name)
+            check_geometry(zones, lines, width, height)
+            settings = dataclasses.replace(self.settings, zones=zones, lines=lines)
             found = self.cameras[name] = (self.tracker_factory(),
-                                          EventLifecycle(self.settings, name, self.listeners, self.snapshots,
+                                          EventLifecycle(settings, name, self.listeners, self.snapshots,
                                                          errors=self.errors))
         return found
 

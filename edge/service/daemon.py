@@ -55,15 +55,19 @@ def check_running_geometry(config: Config, sizes: dict[str, tuple[int, int]]) ->
     """Zones and lines of ``config`` against the frame sizes the running cameras deliver (a reload
     that names the same cameras): a zone outside the picture is refused before anything stops."""
     from edge.app import camera_plans
-    from edge.events.geometry import check_geometry
+    from edge.events.geometry import check_cameras, check_geometry, for_camera
 
     if not config.events.enabled:
         return
     plans = camera_plans(config)
+    if config.cameras or sizes:
+        check_cameras(config.events.zones, config.events.lines,
+                      [plan.name for plan in plans] if config.cameras else list(sizes))
     for plan in plans:
-        size = sizes.get(plan.name) if plan.name else (next(iter(sizes.values())) if len(sizes) == 1 else None)
+        name = plan.name or next(iter(sizes), "")
+        size = sizes.get(name)
         if size is not None:
-            check_geometry(config.events.zones, config.events.lines, *size)
+            check_geometry(*for_camera(config.events.zones, config.events.lines, name), *size)
 
 
 def note_appending(path: str) -> bool:

@@ -61,6 +61,7 @@ def test_two_cameras_two_detectors_with_events_survive_bad_reloads_and_drain(tmp
         bad = {"zone outside the frame": good.replace("[640, 150], [640, 272]", "[900, 150], [900, 272]"),
                "unknown detector": good.replace('device = "simulated"\nname = "tpu1"', 'device = "tpu"\nname = "tpu1"'),
                "camera without a source": good.replace('name = "south"\nsource = "sample"', 'name = "south"'),
+               "zone on an unknown camera": good + 'cameras = ["west"]\n',
                "self-intersecting zone": good.replace("[[300, 150], [640, 150], [640, 272], [300, 272]]",
                                                       "[[300, 150], [640, 272], [640, 150], [300, 272]]")}
         for i, (what, text) in enumerate(bad.items(), start=1):
@@ -73,7 +74,7 @@ def test_two_cameras_two_detectors_with_events_survive_bad_reloads_and_drain(tmp
         assert not listener.having("RELOADING", "1"), "a refused reload never stops the running pipeline"
         log = daemon.log()
         assert "outside the 640x272 frame" in log and "'tpu' is not a detector" in log
-        assert "camera 'south' has no source" in log
+        assert "camera 'south' has no source" in log and "names the camera 'west'" in log
         assert daemon.stop() == 0, daemon.log()
     finally:
         daemon.kill()
@@ -98,6 +99,7 @@ def test_a_bad_camera_detector_or_zone_is_one_line_and_exit_2_at_start(tmp_path)
         "outside": (CAMERAS + EVENTS.replace("[640, 272], [300, 272]", "[640, 999], [300, 272]"),
                     "outside the 640x272 frame"),
         "both": (CAMERAS, "both name sources"),
+        "zone camera": (CAMERAS + EVENTS + 'cameras = ["west"]\n', "names the camera 'west', which is not one of"),
     }
     for name, (text, expected) in cases.items():
         config = tmp_path / f"{name}.toml"

@@ -85,7 +85,7 @@ def test_bad_zone_points(points, fragment):
     ({"name": "a b", "points": SQUARE}, "is not a name"),
     ({"name": "z", "points": SQUARE, "inertia": 0}, "inertia = 0 is not an integer from 1"),
     ({"name": "z", "points": SQUARE, "inertia": True}, "inertia = True"),
-    ({"name": "z", "points": SQUARE, "labels": "person"}, "labels = 'person' is not a list"),
+    ({"name": "z", "points": SQUARE, "labels": "person"}, "labels = 'person' is not a list of names"),
     ({"name": "z", "points": SQUARE, "colour": "red"}, "unknown key events.zones[0].colour"),
     ("zone", "events.zones[0] = 'zone' is not a table"),
 ])

@@ -426,3 +426,17 @@ def test_real_tracker_through_the_sink(tmp_path):
     assert types[0] == "new" and types[-1] == "end" and types.count("new") == 1 and types.count("end") == 1
     assert rec.messages[-1]["after"]["entered_zones"] == ["street"]
     assert sink.cameras["walk"][1].crossings["kerb"] == {"person": {"in": 1, "out": 0}}
+
+
+def test_zones_and_lines_apply_to_the_cameras_they_name(tmp_path):
+    """`cameras = [...]` on a zone or line: drawn on those cameras only; the others' events never
+    enter it and their frame size is not checked against it."""
+    from edge.events.geometry import for_camera, parse_line, parse_zone
+
+    gate = parse_zone({"name": "gate", "points": [[0, 0], [100, 0], [100, 100]], "cameras": ["front"]}, 0)
+    yard = parse_zone({"name": "yard", "points": [[0, 0], [10, 0], [10, 10]]}, 1)
+    kerb = parse_line({"name": "kerb", "points": [[0, 5], [10, 5]], "cameras": ["back"]}, 0)
+    assert for_camera([gate, yard], [kerb], "front") == ((gate, yard), ())
+    assert for_camera([gate, yard], [kerb], "back") == ((yard,), (kerb,))
+    with pytest.raises(ConfigError, match="cameras = 'front' is not a list of names"):
+        parse_zone({"name": "z", "points": [[0, 0], [1, 0], [1, 1]], "cameras": "front"}, 0)
