@@ -327,8 +327,10 @@ def test_fps_under_the_unit_matches_edge_run_outside_it(installed, figures):
     shared machine other work moves it by tens of percent between windows (24-103 fps for the same
     unit here, in either order), more than the 5 % to be shown. What the unit costs is measured
     as CPU time per frame instead, which others' load leaves alone: one interpreter thread (a pool of
-    spinning threads bills its waiting), the unit over a 20 s window from /proc, `edge run` as the
-    difference of two runs. The ratio is the FPS one core gives under the unit vs outside it."""
+    spinning threads bills its waiting), the unit over a 30 s window from /proc, `edge run` as the
+    difference of two runs (100 and 1100 frames: the start-up's own CPU, imports and model load,
+    varies by a second or so from run to run, which over 400 frames moved the figure by ±25 %).
+    The ratio is the FPS one core gives under the unit vs outside it."""
     box = installed
     write_config(box, sample_config(realtime=False, status_interval=0.25))
     start_fresh(box)
@@ -340,14 +342,14 @@ def test_fps_under_the_unit_matches_edge_run_outside_it(installed, figures):
     write_config(box, sample_config(realtime=False, status_interval=0.25, threads=1))
     start_fresh(box)
     time.sleep(3)
-    unit_cpu = [_unit_cpu_per_frame(box, 20)]
+    unit_cpu = [_unit_cpu_per_frame(box, 30)]
     box.run(f"systemctl stop {UNIT}", timeout=120)
-    outside_cpu = [_outside_cpu_per_frame(box, 100, 500)]
+    outside_cpu = [_outside_cpu_per_frame(box, 100, 1100)]
     start_fresh(box)                        # a second pair
     time.sleep(3)
-    unit_cpu.append(_unit_cpu_per_frame(box, 20))
+    unit_cpu.append(_unit_cpu_per_frame(box, 30))
     box.run(f"systemctl stop {UNIT}", timeout=120)
-    outside_cpu.append(_outside_cpu_per_frame(box, 100, 500))
+    outside_cpu.append(_outside_cpu_per_frame(box, 100, 1100))
     ratio = statistics.mean(outside_cpu) / statistics.mean(unit_cpu)
     figures.update(fps_unit_alone=round(alone_unit, 1), fps_outside_alone=round(alone_outside, 1),
                    fps_wall_ratio=round(alone_unit / alone_outside, 3),
