@@ -356,7 +356,11 @@ def test_fps_under_the_unit_matches_edge_run_outside_it(installed, figures):
                    cpu_ms_per_frame_unit=[round(c * 1e3, 2) for c in unit_cpu],
                    cpu_ms_per_frame_outside=[round(c * 1e3, 2) for c in outside_cpu],
                    fps_per_core_ratio=round(ratio, 3))
-    assert ratio >= 0.95, f"CPU per frame: unit {unit_cpu}, outside {outside_cpu}"
+    # 0.85, not the 0.95 the figure shows on a quiet machine (1.00: 17.98/18.16 vs 18.06/18.07 ms):
+    # with other work on this VM the CPU time billed per frame moves by up to ±25 % between windows
+    # (unit 11.5-16.9 ms, outside 12.8-17.9 ms in the same CI run), so a tighter bound fails at random;
+    # what this still catches is a unit that costs a lot (XNNPACK off under the sandbox: ~10x)
+    assert ratio >= 0.85, f"CPU per frame: unit {unit_cpu}, outside {outside_cpu}"
 
 
 def test_stop_drains_and_every_jsonl_line_is_valid(installed):
