@@ -12,7 +12,6 @@ wrapper checks and the manifests name are real segments. $FAKE_SEGMENTS_MODE mak
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 
 import pytest
@@ -22,6 +21,7 @@ from edge.host.cli import main
 from edge.runtime.manifest import find_manifest, load_manifest
 from edge.runtime.segments import SegmentChain
 from tests.conformance.conftest import coral_dir
+from tests.unit.test_compile import work_dir  # noqa: F401  (the fixture: a copy of the default model directory)
 
 SSD = "ssd_mobilenet_v2_coco_quant_postprocess"
 
@@ -68,19 +68,6 @@ def fake_compiler(tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_ARGS", str(tmp_path / "args.txt"))
     monkeypatch.setenv("FAKE_CORAL", str(coral_dir()))
     return script
-
-
-@pytest.fixture
-def work_dir(tmp_path, int8_model):
-    """The default model directory: int8 model, labels, and manifest.json naming it the cpu role."""
-    out = tmp_path / "model"
-    out.mkdir()
-    for name in ("ssdlite_mobilenet_v2_person_int8.tflite", "labels.txt", "manifest.json"):
-        shutil.copy(int8_model.parent / name, out / name)
-    data = json.loads((out / "manifest.json").read_text())
-    del data["models"]["float"]
-    (out / "manifest.json").write_text(json.dumps(data))
-    return out
 
 
 STEM = "ssdlite_mobilenet_v2_person_int8"
